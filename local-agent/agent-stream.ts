@@ -1,0 +1,287 @@
+// One proxied connection in the agent, from the SOCKS request on: opens the tunnel, answers the
+// client, relays both directions under credit-based flow control, and ends exactly once.
+
+import type { Socket } from "node:net";
+import WebSocket from "ws";
+import type { AgentConfig } from "./config.ts";
+import { missedPong, openEdgeSocket } from "./edge-socket.ts";
+import { formatBytes, type Logger } from "./log.ts";
+import { REPLY_FOR_STATUS, Reply, encodeReply } from "./socks5.ts";
+import { ReceiveWindow, SendCredit } from "../worker/flow-control.ts";
+import {
+  CloseCode,
+  FrameType,
+  MAX_DATA_BYTES,
+  ProtocolError,
+  StreamStatus,
+  closeReason,
+  decodeFrame,
+  encodeData,
+  encodeEnd,
+  encodeOpen,
+  encodeReset,
+  encodeWindow,
+  formatDestination,
+  type Destination,
+  type Frame,
+} from "../worker/protocol.ts";
+
+type Phase = "opening" | "relaying" | "closed";
+
+/** Longest HTTP error body from the edge kept for the log line. */
+const MAX_REFUSAL_BODY_BYTES = 300;
+
+export class AgentStream {
+  readonly #client: Socket;
+  readonly #destination: Destination;
+  readonly #config: AgentConfig;
+  readonly #log: Logger;
+  readonly #onClosed: () => void;
+  readonly #label: string;
+  readonly #startedAtMs = Date.now();
+  readonly #receive: ReceiveWindow;
+  #phase: Phase = "opening";
+  #edge: WebSocket | undefined;
+  #credit: SendCredit | undefined;
+  #openTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Client bytes waiting for credit; never more than one socket read beyond the window. */
+  #pendingUpload: Buffer[] = [];
+  #clientEnded = false;
+  #sentEnd = false;
+  #receivedEnd = false;
+  #clientWritesFinished = false;
+  #uploadedBytes = 0;
+  #downloadedBytes = 0;
+  /** Why the edge WebSocket failed, kept for the close that follows. */
+  #edgeError: string | undefined;
+
+  /** `earlyBytes` are client bytes that arrived behind the SOCKS request, to send once open. */
+  constructor(client: Socket, destination: Destination, earlyBytes: Buffer, config: AgentConfig, log: Logger, onClosed: () => void) {
+    this.#client = client;
+    this.#destination = destination;
+    this.#config = config;
+    this.#log = log;
+    this.#onClosed = onClosed;
+    this.#receive = new ReceiveWindow(config.windowBytes);
+    this.#label = `${client.remoteAddress ?? "?"}:${client.remotePort ?? "?"} -> ${formatDestination(destination)}`;
+    if (earlyBytes.byteLength > 0) this.#pendingUpload.push(earlyBytes);
+  }
+
+  /** Opens the tunnel and sends OPEN; everything after is driven by events. */
+  start(): void {
+    const client = this.#client;
+    client.pause(); // no upload until the edge grants a window
+    client.on("data", (chunk: Buffer) => {
+      this.#pendingUpload.push(chunk);
+      this.#flushUpload();
+    });
+    client.on("end", () => {
+      this.#clientEnded = true;
+      this.#flushUpload();
+    });
+    client.on("finish", () => {
+      this.#clientWritesFinished = true;
+      this.#finishIfDone();
+    });
+    client.on("error", (error: NodeJS.ErrnoException) => this.#log.debug(`${this.#label} client socket: ${error.code ?? error.message}`));
+    client.on("close", () => this.#onClientClosed());
+
+    const edge = openEdgeSocket(this.#config);
+    this.#edge = edge;
+    edge.on("open", () => {
+      if (this.#phase !== "opening") return;
+      edge.send(encodeOpen(this.#destination, this.#config.windowBytes));
+    });
+    edge.on("message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
+    edge.on("unexpected-response", (request, response) => {
+      // The edge refused the upgrade: keep its one-line explanation for the log.
+      const status = response.statusCode ?? 0;
+      const chunks: Buffer[] = [];
+      let keptBytes = 0;
+      response.on("data", (chunk: Buffer) => {
+        if (keptBytes < MAX_REFUSAL_BODY_BYTES) chunks.push(chunk);
+        keptBytes += chunk.byteLength;
+      });
+      response.on("end", () => {
+        const body = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BODY_BYTES).toString("utf8").trim().split("\n")[0] ?? "";
+        this.#failOpen(Reply.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${body}`, "warn");
+        request.destroy();
+      });
+      response.on("error", () => request.destroy());
+    });
+    edge.on("error", (error) => {
+      this.#edgeError = error.message;
+    });
+    edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
+    this.#openTimer = setTimeout(
+      () => this.#failOpen(Reply.TtlExpired, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
+      this.#config.openTimeoutMs,
+    );
+  }
+
+  #onEdgeMessage(data: Buffer, isBinary: boolean): void {
+    if (this.#phase === "closed") return;
+    try {
+      if (!isBinary) throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
+      this.#dispatch(decodeFrame(data));
+    } catch (error) {
+      if (!(error instanceof ProtocolError)) throw error;
+      this.#protocolFailure(error);
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.Opened:
+        if (this.#phase !== "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "second OPENED");
+        if (frame.status !== StreamStatus.Ok) {
+          this.#failOpen(REPLY_FOR_STATUS[frame.status], frame.reason, "info");
+          return;
+        }
+        this.#opened(frame.windowBytes);
+        return;
+      case FrameType.Data: {
+        if (this.#phase !== "relaying") throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA before OPENED");
+        if (this.#receivedEnd) throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA after END");
+        const byteLength = frame.payload.byteLength;
+        this.#receive.received(byteLength);
+        this.#downloadedBytes += byteLength;
+        // The write callback fires once the kernel has taken the bytes: only then return credit.
+        this.#client.write(frame.payload, (error) => {
+          if (error || this.#phase !== "relaying") return;
+          const grant = this.#receive.delivered(byteLength);
+          if (grant > 0 && !this.#receivedEnd) this.#edge?.send(encodeWindow(grant));
+        });
+        return;
+      }
+      case FrameType.Window:
+        if (!this.#credit) throw new ProtocolError(CloseCode.UnexpectedFrame, "WINDOW before OPENED");
+        this.#credit.grant(frame.bytes);
+        this.#flushUpload();
+        return;
+      case FrameType.End:
+        if (this.#phase !== "relaying") throw new ProtocolError(CloseCode.UnexpectedFrame, "END before OPENED");
+        if (this.#receivedEnd) throw new ProtocolError(CloseCode.UnexpectedFrame, "second END");
+        this.#receivedEnd = true;
+        this.#client.end(); // FIN to the client once every queued byte is written
+        return;
+      case FrameType.Reset:
+        this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`);
+        this.#closeEdge(CloseCode.Normal, "stream reset");
+        return;
+      case FrameType.Open:
+        throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN is sent by the agent, not to it");
+    }
+  }
+
+  #opened(edgeWindowBytes: number): void {
+    clearTimeout(this.#openTimer);
+    this.#phase = "relaying";
+    this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
+    this.#client.write(encodeReply(Reply.Succeeded));
+    this.#flushUpload();
+  }
+
+  /** Sends what credit allows of the pending upload; pauses the client while bytes wait. */
+  #flushUpload(): void {
+    const credit = this.#credit;
+    const edge = this.#edge;
+    if (this.#phase !== "relaying" || !credit || !edge) return;
+    while (this.#pendingUpload.length > 0 && credit.availableBytes > 0) {
+      const chunk = this.#pendingUpload[0] as Buffer;
+      const pieceBytes = Math.min(chunk.byteLength, credit.availableBytes, MAX_DATA_BYTES);
+      edge.send(encodeData(chunk.subarray(0, pieceBytes)));
+      credit.consume(pieceBytes);
+      this.#uploadedBytes += pieceBytes;
+      if (pieceBytes === chunk.byteLength) this.#pendingUpload.shift();
+      else this.#pendingUpload[0] = chunk.subarray(pieceBytes);
+    }
+    if (this.#pendingUpload.length > 0) {
+      this.#client.pause();
+      return;
+    }
+    if (this.#clientEnded) {
+      if (!this.#sentEnd) {
+        this.#sentEnd = true;
+        edge.send(encodeEnd());
+        this.#finishIfDone();
+      }
+      return;
+    }
+    this.#client.resume();
+  }
+
+  #finishIfDone(): void {
+    if (this.#phase !== "relaying" || !this.#sentEnd || !this.#receivedEnd || !this.#clientWritesFinished) return;
+    this.#closeEdge(CloseCode.Normal, "stream finished");
+    this.#client.destroy();
+    this.#finish("ok", "info");
+  }
+
+  #onClientClosed(): void {
+    if (this.#phase === "closed") return;
+    if (this.#phase === "relaying" && this.#sentEnd && this.#receivedEnd) {
+      this.#closeEdge(CloseCode.Normal, "stream finished");
+      this.#finish("ok", "info");
+      return;
+    }
+    // The client vanished: abort the edge side too (while opening, closing the tunnel is enough).
+    if (this.#phase === "relaying" && this.#edge?.readyState === WebSocket.OPEN) this.#edge.send(encodeReset(StreamStatus.GeneralFailure, "client closed the connection"));
+    this.#closeEdge(CloseCode.Normal, "client closed");
+    this.#finish("client closed the connection", "info");
+  }
+
+  #onEdgeClosed(code: number, reason: string): void {
+    if (this.#phase === "closed") return;
+    const cause = missedPong(this.#edge as WebSocket)
+      ? "edge stopped answering pings"
+      : `edge closed the tunnel (${code}${reason ? ` ${reason}` : ""}${this.#edgeError ? `: ${this.#edgeError}` : ""})`;
+    if (this.#phase === "opening") {
+      this.#failOpen(Reply.GeneralFailure, cause, "warn");
+      return;
+    }
+    if (this.#sentEnd && this.#receivedEnd) return; // only the client's last writes remain; 'finish' ends it
+    this.#resetClient(cause);
+  }
+
+  #protocolFailure(error: ProtocolError): void {
+    this.#closeEdge(error.closeCode, error.message);
+    if (this.#phase === "opening") this.#failOpen(Reply.GeneralFailure, `edge broke the protocol: ${error.message}`, "warn");
+    else this.#resetClient(`edge broke the protocol: ${error.message}`);
+  }
+
+  /** The open failed: answer the client with `reply`, then close both sides. */
+  #failOpen(reply: Reply, reason: string, level: "info" | "warn"): void {
+    if (this.#phase !== "opening") return;
+    this.#client.end(encodeReply(reply));
+    this.#closeEdge(CloseCode.Normal, "open failed");
+    this.#finish(`reply 0x${reply.toString(16).padStart(2, "0")}: ${reason}`, level);
+  }
+
+  /** A mid-stream failure: the client gets a TCP reset, so it cannot mistake a cut for an end. */
+  #resetClient(reason: string): void {
+    if (this.#phase === "closed") return;
+    this.#client.resetAndDestroy();
+    this.#closeEdge(CloseCode.Normal, "stream reset");
+    this.#finish(`reset: ${reason}`, "info");
+  }
+
+  #closeEdge(code: number, reason: string): void {
+    const edge = this.#edge;
+    if (!edge) return;
+    if (edge.readyState === WebSocket.CONNECTING) edge.terminate();
+    else if (edge.readyState === WebSocket.OPEN) edge.close(code, closeReason(reason));
+  }
+
+  /** The one end of every stream: idempotent, logs the connection's line. */
+  #finish(result: string, level: "info" | "warn"): void {
+    if (this.#phase === "closed") return;
+    this.#phase = "closed";
+    clearTimeout(this.#openTimer);
+    this.#credit?.release();
+    this.#pendingUpload = [];
+    const seconds = ((Date.now() - this.#startedAtMs) / 1000).toFixed(2);
+    this.#log[level](`${this.#label} up=${formatBytes(this.#uploadedBytes)} down=${formatBytes(this.#downloadedBytes)} ${seconds}s ${result}`);
+    this.#onClosed();
+  }
+}

@@ -1,0 +1,122 @@
+// `npm start`: a local edge (wrangler dev, workerd on 127.0.0.1:8787) and the agent on
+// 127.0.0.1:1080 in front of it, sharing a token generated for this run. One Ctrl-C stops both.
+//
+// Flags after `npm start --` go to the agent, except --edge-port N, which moves the local edge.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const DEFAULT_EDGE_PORT = 8787;
+/** wrangler dev builds and boots workerd; on this 2-core machine that takes 3-10 s. */
+const EDGE_READY_TIMEOUT_MS = 90_000;
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const wranglerBin = join(createRequire(import.meta.url).resolve("wrangler/package.json"), "..", "bin", "wrangler.js");
+
+function splitArgs(argv: string[]): { edgePort: number; agentArgs: string[] } {
+  const agentArgs: string[] = [];
+  let edgePort = DEFAULT_EDGE_PORT;
+  for (let index = 0; index < argv.length; index++) {
+    const arg = argv[index] ?? "";
+    const inline = /^--edge-port=(.*)$/.exec(arg);
+    if (arg === "--edge-port" || inline) {
+      const text = inline ? inline[1] : argv[++index];
+      edgePort = Number(text);
+      if (!/^\d+$/.test(text ?? "") || edgePort < 1 || edgePort > 65535) fail(`--edge-port must be a port from 1 to 65535, not "${text ?? ""}"`);
+      continue;
+    }
+    if (arg === "--edge" || arg.startsWith("--edge=")) fail("npm start runs its own local edge; to use a deployed Worker run `npm run agent -- --edge URL`");
+    agentArgs.push(arg);
+  }
+  return { edgePort, agentArgs };
+}
+
+function fail(message: string): never {
+  process.stderr.write(`edgesocks dev: ${message}\n`);
+  process.exit(2);
+}
+
+async function waitForEdge(url: string, edge: ChildProcess): Promise<void> {
+  const deadline = Date.now() + EDGE_READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (edge.exitCode !== null) fail(`the local edge (wrangler dev) exited with status ${edge.exitCode}; its output is above`);
+    try {
+      const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  fail(`the local edge did not answer ${url}/healthz within ${EDGE_READY_TIMEOUT_MS / 1000} s`);
+}
+
+/** Copies a child's output to ours, each line behind a prefix, so the two logs stay apart. */
+function prefixLines(stream: NodeJS.ReadableStream | null, prefix: string): void {
+  let partial = "";
+  stream?.setEncoding("utf8");
+  stream?.on("data", (text: string) => {
+    const lines = (partial + text).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) if (line.trim() !== "") process.stderr.write(`${prefix}${line}\n`);
+  });
+}
+
+async function main(): Promise<void> {
+  const { edgePort, agentArgs } = splitArgs(process.argv.slice(2));
+  const token = process.env.EDGESOCKS_TOKEN?.trim() || randomBytes(24).toString("base64url");
+  // The token reaches wrangler through a private env file, never through argv (visible in ps).
+  const secretsDir = mkdtempSync(join(tmpdir(), "edgesocks-dev-"));
+  const envFile = join(secretsDir, ".env");
+  writeFileSync(envFile, `EDGESOCKS_TOKEN=${token}\n`, { mode: 0o600 });
+  const edgeUrl = `http://127.0.0.1:${edgePort}`;
+
+  const children: ChildProcess[] = [];
+  let stopping = false;
+  const stop = (status: number) => {
+    if (stopping) return;
+    stopping = true;
+    for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+    rmSync(secretsDir, { recursive: true, force: true });
+    setTimeout(() => process.exit(status), 1_500).unref();
+    Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once("exit", resolve)) : null))).then(
+      () => process.exit(status),
+    );
+  };
+  process.once("SIGINT", () => stop(0));
+  process.once("SIGTERM", () => stop(0));
+
+  const edge = spawn(
+    process.execPath,
+    [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(edgePort), "--env-file", envFile, "--show-interactive-dev-session=false"],
+    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+  );
+  children.push(edge);
+  prefixLines(edge.stdout, "[edge] ");
+  prefixLines(edge.stderr, "[edge] ");
+  edge.once("exit", (code) => {
+    if (!stopping) {
+      process.stderr.write(`edgesocks dev: the local edge exited (${code}); stopping\n`);
+      stop(1);
+    }
+  });
+  await waitForEdge(edgeUrl, edge);
+  process.stderr.write(`edgesocks dev: local edge ready on ${edgeUrl} (token generated for this run)\n`);
+
+  const agent = spawn(process.execPath, [join(repoRoot, "local-agent", "cli.ts"), "--edge", edgeUrl, ...agentArgs], {
+    cwd: repoRoot,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, EDGESOCKS_TOKEN: token },
+  });
+  children.push(agent);
+  agent.once("exit", (code) => {
+    if (!stopping) stop(code ?? 1);
+  });
+}
+
+void main();

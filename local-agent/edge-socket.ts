@@ -1,0 +1,54 @@
+// Opens the WebSocket to the edge for one stream and keeps it honest with pings.
+
+import WebSocket from "ws";
+import type { AgentConfig } from "./config.ts";
+import { MAX_FRAME_BYTES, SUBPROTOCOL } from "../worker/protocol.ts";
+
+/**
+ * A WebSocket to the edge's tunnel endpoint, authenticated with the bearer token, speaking
+ * SUBPROTOCOL, with per-message deflate off (the bytes are mostly TLS: incompressible, and
+ * deflate would cost CPU on both sides) and frames larger than the protocol allows refused.
+ */
+export function openEdgeSocket(config: AgentConfig): WebSocket {
+  const socket = new WebSocket(config.tunnelUrl, SUBPROTOCOL, {
+    headers: { Authorization: `Bearer ${config.token}` },
+    perMessageDeflate: false,
+    maxPayload: MAX_FRAME_BYTES,
+    handshakeTimeout: config.openTimeoutMs,
+    followRedirects: false,
+  });
+  socket.binaryType = "nodebuffer";
+  keepAlive(socket, config.pingIntervalMs);
+  return socket;
+}
+
+/**
+ * Pings every interval; a tunnel that has not answered the previous ping by the next one is
+ * terminated, which its owner sees as a close and turns into a client reset. A dead edge is
+ * noticed within two intervals rather than at the next TCP timeout, minutes later.
+ */
+function keepAlive(socket: WebSocket, intervalMs: number): void {
+  let answered = true;
+  socket.on("pong", () => {
+    answered = true;
+  });
+  const timer = setInterval(() => {
+    if (socket.readyState !== WebSocket.OPEN) return;
+    if (!answered) {
+      silentEdges.add(socket);
+      socket.terminate();
+      return;
+    }
+    answered = false;
+    socket.ping();
+  }, intervalMs);
+  timer.unref();
+  socket.on("close", () => clearInterval(timer));
+}
+
+const silentEdges = new WeakSet<WebSocket>();
+
+/** True when the socket was terminated because the edge stopped answering pings. */
+export function missedPong(socket: WebSocket): boolean {
+  return silentEdges.has(socket);
+}

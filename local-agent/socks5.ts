@@ -1,0 +1,168 @@
+// SOCKS5 (RFC 1928) message codec for the agent: pure, bytes in and typed values out.
+
+import { AddressType, MAX_DOMAIN_BYTES, StreamStatus, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
+
+export const SOCKS_VERSION = 0x05;
+
+/** Authentication methods (RFC 1928 section 3). */
+export const AuthMethod = {
+  NoAuthentication: 0x00,
+  NoAcceptableMethods: 0xff,
+} as const;
+export type AuthMethod = (typeof AuthMethod)[keyof typeof AuthMethod];
+
+/** Request commands (RFC 1928 section 4). */
+export const Command = {
+  Connect: 0x01,
+  Bind: 0x02,
+  UdpAssociate: 0x03,
+} as const;
+export type Command = (typeof Command)[keyof typeof Command];
+
+/** Reply codes (RFC 1928 section 6). */
+export const Reply = {
+  Succeeded: 0x00,
+  GeneralFailure: 0x01,
+  NotAllowedByRuleset: 0x02,
+  NetworkUnreachable: 0x03,
+  HostUnreachable: 0x04,
+  ConnectionRefused: 0x05,
+  TtlExpired: 0x06,
+  CommandNotSupported: 0x07,
+  AddressTypeNotSupported: 0x08,
+} as const;
+export type Reply = (typeof Reply)[keyof typeof Reply];
+
+/** The SOCKS reply for each edge stream status: the one place that mapping lives. */
+export const REPLY_FOR_STATUS: Readonly<Record<StreamStatus, Reply>> = {
+  [StreamStatus.Ok]: Reply.Succeeded,
+  [StreamStatus.GeneralFailure]: Reply.GeneralFailure,
+  [StreamStatus.NotAllowed]: Reply.NotAllowedByRuleset,
+  [StreamStatus.NetworkUnreachable]: Reply.NetworkUnreachable,
+  [StreamStatus.HostUnreachable]: Reply.HostUnreachable,
+  [StreamStatus.ConnectionRefused]: Reply.ConnectionRefused,
+  // RFC 1928 has no "timed out"; 0x06 "TTL expired" is what clients (curl among them) report as one.
+  [StreamStatus.Timeout]: Reply.TtlExpired,
+};
+
+/**
+ * A request the agent cannot serve. `reply` is the code to answer with before closing, or
+ * undefined where the input is not SOCKS5 at all and the only answer is to close.
+ */
+export class Socks5Error extends Error {
+  readonly reply: Reply | undefined;
+  constructor(reply: Reply | undefined, message: string) {
+    super(message);
+    this.name = "Socks5Error";
+    this.reply = reply;
+  }
+}
+
+/** A parsed message and how many input bytes it used; or "incomplete" when more bytes are needed. */
+export type ParseResult<T> = { value: T; bytesUsed: number } | "incomplete";
+
+export type Greeting = { methods: number[] };
+export type Request = { command: Command; destination: Destination };
+
+/** Longest greeting: version, count, and up to 255 methods. Input past this is not SOCKS5. */
+export const MAX_GREETING_BYTES = 2 + 255;
+/** Longest request: header, a 255-byte domain with its length byte, and the port. */
+export const MAX_REQUEST_BYTES = 4 + 1 + MAX_DOMAIN_BYTES + 2;
+
+/** Parses the method-selection message (RFC 1928 section 3). */
+export function parseGreeting(input: Uint8Array): ParseResult<Greeting> {
+  if (input.byteLength < 1) return "incomplete";
+  if (input[0] !== SOCKS_VERSION) throw new Socks5Error(undefined, `not SOCKS5: version byte is 0x${hex(input[0])}`);
+  if (input.byteLength < 2) return "incomplete";
+  const methodCount = input[1] ?? 0;
+  if (methodCount === 0) throw new Socks5Error(undefined, "greeting offers no authentication methods");
+  if (input.byteLength < 2 + methodCount) return "incomplete";
+  return { value: { methods: Array.from(input.subarray(2, 2 + methodCount)) }, bytesUsed: 2 + methodCount };
+}
+
+/** The method reply: the chosen method, or 0xFF when none offered is acceptable. */
+export function encodeMethodSelection(method: AuthMethod): Uint8Array {
+  return Uint8Array.of(SOCKS_VERSION, method);
+}
+
+/**
+ * Parses a request (RFC 1928 section 4). Throws Socks5Error carrying the reply code for a
+ * command or address type the agent does not serve, or for a malformed address.
+ */
+export function parseRequest(input: Uint8Array): ParseResult<Request> {
+  if (input.byteLength < 1) return "incomplete";
+  if (input[0] !== SOCKS_VERSION) throw new Socks5Error(undefined, `not SOCKS5: request version byte is 0x${hex(input[0])}`);
+  if (input.byteLength < 4) return "incomplete";
+  const command = input[1] ?? 0;
+  const addressType = input[3] ?? 0;
+  if (input[2] !== 0x00) throw new Socks5Error(Reply.GeneralFailure, `reserved byte is 0x${hex(input[2])}, not 0x00`);
+  let offset = 4;
+  let destination: Destination;
+  switch (addressType) {
+    case AddressType.IPv4: {
+      if (input.byteLength < offset + 4 + 2) return "incomplete";
+      destination = { type: AddressType.IPv4, host: Array.from(input.subarray(offset, offset + 4)).join("."), port: 0 };
+      offset += 4;
+      break;
+    }
+    case AddressType.IPv6: {
+      if (input.byteLength < offset + 16 + 2) return "incomplete";
+      destination = { type: AddressType.IPv6, host: formatIPv6(input.subarray(offset, offset + 16)), port: 0 };
+      offset += 16;
+      break;
+    }
+    case AddressType.Domain: {
+      if (input.byteLength < offset + 1) return "incomplete";
+      const length = input[offset] ?? 0;
+      if (length === 0) throw new Socks5Error(Reply.GeneralFailure, "domain name is empty");
+      if (input.byteLength < offset + 1 + length + 2) return "incomplete";
+      const host = decodeDomain(input.subarray(offset + 1, offset + 1 + length));
+      destination = domainDestination(host);
+      offset += 1 + length;
+      break;
+    }
+    default:
+      throw new Socks5Error(Reply.AddressTypeNotSupported, `address type 0x${hex(addressType)} is not one RFC 1928 defines`);
+  }
+  const port = ((input[offset] ?? 0) << 8) | (input[offset + 1] ?? 0);
+  offset += 2;
+  if (command !== Command.Connect && command !== Command.Bind && command !== Command.UdpAssociate) {
+    throw new Socks5Error(Reply.CommandNotSupported, `command 0x${hex(command)} is not one RFC 1928 defines`);
+  }
+  return { value: { command, destination: { ...destination, port } }, bytesUsed: offset };
+}
+
+/** A reply (RFC 1928 section 6). The bound address is 0.0.0.0:0: the edge's socket is not ours to name. */
+export function encodeReply(reply: Reply): Uint8Array {
+  return Uint8Array.of(SOCKS_VERSION, reply, 0x00, AddressType.IPv4, 0, 0, 0, 0, 0, 0);
+}
+
+function decodeDomain(bytes: Uint8Array): string {
+  let host: string;
+  try {
+    host = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Socks5Error(Reply.GeneralFailure, "domain name is not valid UTF-8");
+  }
+  return host;
+}
+
+/**
+ * Clients often send IP literals as domain names (ATYP 0x03); treat those as the addresses they
+ * are, and refuse names no DNS could hold, before they ever reach the edge.
+ */
+function domainDestination(host: string): Destination {
+  if (parseIPv4(host)) return { type: AddressType.IPv4, host, port: 0 };
+  const ipv6 = parseIPv6(host);
+  if (ipv6) return { type: AddressType.IPv6, host: formatIPv6(Uint8Array.from(ipv6)), port: 0 };
+  if (!isPlausibleHostname(host)) throw new Socks5Error(Reply.HostUnreachable, `"${printable(host)}" is not a host name`);
+  return { type: AddressType.Domain, host, port: 0 };
+}
+
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, "?").slice(0, 64);
+}
+
+function hex(byte: number | undefined): string {
+  return (byte ?? 0).toString(16).padStart(2, "0");
+}

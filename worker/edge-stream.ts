@@ -1,0 +1,252 @@
+// One proxied TCP connection at the edge: dials the destination with connect(), relays both
+// directions under credit-based flow control, and half-closes each direction on its own.
+
+import { connect } from "cloudflare:sockets";
+import { BLOCKED_PORTS, errorMessage, statusForConnectError } from "./connect-error.ts";
+import type { EdgeConfig } from "./config.ts";
+import { ReceiveWindow, SendCredit } from "./flow-control.ts";
+import {
+  AddressType,
+  CloseCode,
+  DATA_HEADER_BYTES,
+  ProtocolError,
+  StreamStatus,
+  dataFrameAround,
+  encodeEnd,
+  encodeOpened,
+  encodeReset,
+  encodeWindow,
+  formatDestination,
+  type OpenFrame,
+} from "./protocol.ts";
+
+/** Where the stream sends its frames: the tunnel's WebSocket. */
+export type FrameSink = (frame: Uint8Array) => void;
+
+/** How a stream ended, for the tunnel's log line. */
+export type StreamOutcome = {
+  destination: string;
+  status: StreamStatus;
+  /** Empty on a clean finish; otherwise what went wrong, as sent to (or received from) the agent. */
+  reason: string;
+  uploadedBytes: number;
+  downloadedBytes: number;
+};
+
+type StreamState = "opening" | "open" | "closed";
+
+/** A stream from OPEN to its last frame. Every end goes through #finish, once. */
+export class EdgeStream {
+  readonly #open: OpenFrame;
+  readonly #send: FrameSink;
+  readonly #config: EdgeConfig;
+  readonly #receive: ReceiveWindow;
+  readonly #credit: SendCredit;
+  #state: StreamState = "opening";
+  #socket: Socket | undefined;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  /** The agent sent END: no more upload DATA may arrive. */
+  #uploadEnded = false;
+  /** The destination has been sent FIN after every upload byte. */
+  #uploadClosed = false;
+  /** The destination sent FIN and the agent has been sent END. */
+  #downloadEnded = false;
+  #uploadedBytes = 0;
+  #downloadedBytes = 0;
+  #resolveFinished!: (outcome: StreamOutcome) => void;
+  /** Settles once the stream has ended, however it ended. */
+  readonly finished: Promise<StreamOutcome>;
+
+  constructor(open: OpenFrame, send: FrameSink, config: EdgeConfig) {
+    this.#open = open;
+    this.#send = send;
+    this.#config = config;
+    this.#receive = new ReceiveWindow(config.windowBytes);
+    this.#credit = new SendCredit(open.windowBytes, open.windowBytes);
+    this.finished = new Promise((resolve) => {
+      this.#resolveFinished = resolve;
+    });
+  }
+
+  /** Dials the destination and answers OPENED; then relays until both directions end. */
+  async start(): Promise<void> {
+    const { destination } = this.#open;
+    if (BLOCKED_PORTS.has(destination.port)) {
+      this.#failOpen(StreamStatus.NotAllowed, `Cloudflare Workers may not connect to port ${destination.port}`);
+      return;
+    }
+    // connect() wants IPv6 literals in brackets: a bare "::1" is refused (measured).
+    const hostname = destination.type === AddressType.IPv6 ? `[${destination.host}]` : destination.host;
+    let socket: Socket;
+    try {
+      socket = connect({ hostname, port: destination.port }, { allowHalfOpen: true });
+    } catch (error) {
+      this.#failOpen(statusForConnectError(error), errorMessage(error));
+      return;
+    }
+    this.#socket = socket;
+    socket.closed.catch(() => {}); // failures surface through reads and writes; this is only the summary
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#config.connectTimeoutMs);
+    });
+    try {
+      const result = await Promise.race([socket.opened.then(() => "opened" as const), timedOut]);
+      if (result === "timeout") {
+        this.#failOpen(StreamStatus.Timeout, `no connection to ${formatDestination(destination)} within ${this.#config.connectTimeoutMs} ms`);
+        return;
+      }
+    } catch (error) {
+      this.#failOpen(statusForConnectError(error), errorMessage(error));
+      return;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+    if (this.#state !== "opening") return; // the agent reset, or the tunnel closed, while we dialed
+    this.#state = "open";
+    this.#send(encodeOpened(StreamStatus.Ok, this.#config.windowBytes));
+    this.#writer = socket.writable.getWriter();
+    if (this.#open.earlyData.byteLength > 0) this.#write(this.#open.earlyData, false);
+    if (this.#uploadEnded) this.#closeUpload();
+    void this.#pumpDownload(socket);
+  }
+
+  /** Upload bytes from the agent. Throws ProtocolError when the agent breaks the protocol. */
+  onData(payload: Uint8Array): void {
+    if (this.#state === "closed") return; // in flight when we reset: harmless, dropped
+    if (this.#state === "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA before OPENED");
+    if (this.#uploadEnded) throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA after END");
+    this.#receive.received(payload.byteLength);
+    this.#write(payload, true);
+  }
+
+  /** Credit from the agent for the download direction. */
+  onWindow(bytes: number): void {
+    if (this.#state === "closed") return;
+    if (this.#state === "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "WINDOW before OPENED");
+    this.#credit.grant(bytes);
+  }
+
+  /** The agent's client finished sending: pass FIN on after every queued byte. */
+  onEnd(): void {
+    if (this.#state === "closed") return;
+    if (this.#uploadEnded) throw new ProtocolError(CloseCode.UnexpectedFrame, "second END");
+    this.#uploadEnded = true;
+    if (this.#state === "open") this.#closeUpload();
+  }
+
+  /** The agent aborted the stream. */
+  onReset(status: StreamStatus, reason: string): void {
+    this.#teardown(status, `reset by agent${reason ? `: ${reason}` : ""}`);
+  }
+
+  /**
+   * The tunnel's WebSocket is gone. A stream whose both directions already ended still flushes
+   * its last upload bytes and FIN to the destination; any other stream is aborted.
+   */
+  onTunnelClosed(reason: string): void {
+    if (this.#state === "open" && this.#uploadEnded && this.#downloadEnded) return;
+    this.#teardown(StreamStatus.GeneralFailure, reason);
+  }
+
+  /** Aborts the stream after a protocol error on the tunnel. */
+  abort(reason: string): void {
+    this.#teardown(StreamStatus.GeneralFailure, reason);
+  }
+
+  #write(payload: Uint8Array, countedInWindow: boolean): void {
+    const writer = this.#writer;
+    if (!writer) return;
+    const byteLength = payload.byteLength;
+    writer.write(payload).then(
+      () => {
+        this.#uploadedBytes += byteLength;
+        if (!countedInWindow || this.#state !== "open") return;
+        const grant = this.#receive.delivered(byteLength);
+        if (grant > 0 && !this.#uploadEnded) this.#send(encodeWindow(grant));
+      },
+      (error: unknown) => this.#fail(StreamStatus.GeneralFailure, `write to destination failed: ${errorMessage(error)}`),
+    );
+  }
+
+  #closeUpload(): void {
+    this.#writer?.close().then(
+      () => {
+        this.#uploadClosed = true;
+        this.#finishIfDone();
+      },
+      (error: unknown) => this.#fail(StreamStatus.GeneralFailure, `closing the destination's write side failed: ${errorMessage(error)}`),
+    );
+  }
+
+  async #pumpDownload(socket: Socket): Promise<void> {
+    const reader = socket.readable.getReader({ mode: "byob" });
+    try {
+      for (;;) {
+        await this.#credit.whenAvailable();
+        if (this.#state !== "open") return;
+        const wantBytes = Math.min(this.#credit.availableBytes, this.#config.readBytes);
+        // Read behind a one-byte gap so the DATA header goes in front without a copy.
+        const buffer = new ArrayBuffer(DATA_HEADER_BYTES + wantBytes);
+        const { value, done } = await reader.read(new Uint8Array(buffer, DATA_HEADER_BYTES, wantBytes));
+        if (this.#state !== "open") return;
+        if (done) {
+          this.#downloadEnded = true;
+          this.#send(encodeEnd());
+          this.#finishIfDone();
+          return;
+        }
+        if (!value || value.byteLength === 0) continue;
+        this.#credit.consume(value.byteLength);
+        this.#downloadedBytes += value.byteLength;
+        this.#send(dataFrameAround(value));
+      }
+    } catch (error) {
+      this.#fail(StreamStatus.GeneralFailure, `read from destination failed: ${errorMessage(error)}`);
+    }
+  }
+
+  #finishIfDone(): void {
+    if (this.#state !== "open" || !this.#uploadClosed || !this.#downloadEnded) return;
+    this.#state = "closed";
+    this.#closeSocket();
+    this.#resolveFinished(this.#outcome(StreamStatus.Ok, ""));
+  }
+
+  #failOpen(status: StreamStatus, reason: string): void {
+    if (this.#state !== "opening") return;
+    this.#state = "closed";
+    this.#send(encodeOpened(status, 0, reason));
+    this.#closeSocket();
+    this.#resolveFinished(this.#outcome(status, reason));
+  }
+
+  /** A failure on our side mid-stream: tell the agent with RESET, then tear down. */
+  #fail(status: StreamStatus, reason: string): void {
+    if (this.#state === "closed") return;
+    this.#send(encodeReset(status, reason));
+    this.#teardown(status, reason);
+  }
+
+  #teardown(status: StreamStatus, reason: string): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#credit.release();
+    this.#closeSocket();
+    this.#resolveFinished(this.#outcome(status, reason));
+  }
+
+  #closeSocket(): void {
+    this.#socket?.close().catch(() => {});
+  }
+
+  #outcome(status: StreamStatus, reason: string): StreamOutcome {
+    return {
+      destination: formatDestination(this.#open.destination),
+      status,
+      reason,
+      uploadedBytes: this.#uploadedBytes,
+      downloadedBytes: this.#downloadedBytes,
+    };
+  }
+}

@@ -1,0 +1,45 @@
+// GET /tunnel: every check a request must pass before it becomes a tunnel, each with its own
+// HTTP status and message, and nothing opened until all have passed.
+
+import { bearerToken, tokenMatches } from "./auth.ts";
+import { EdgeConfigError, loadEdgeConfig, type EdgeEnv } from "./config.ts";
+import { SUBPROTOCOL } from "./protocol.ts";
+import { TunnelSession } from "./tunnel-session.ts";
+
+/** Answers a tunnel request: 101 with a running session, or the status that says why not. */
+export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: Pick<ExecutionContext, "waitUntil">): Promise<Response> {
+  let config;
+  try {
+    config = loadEdgeConfig(env);
+  } catch (error) {
+    if (error instanceof EdgeConfigError) return refuse(500, `edgesocks is misconfigured: ${error.message}`);
+    throw error;
+  }
+  if (config.tokens.length === 0) {
+    return refuse(503, "edgesocks has no EDGESOCKS_TOKEN configured, so it relays for no one; set it with `wrangler secret put EDGESOCKS_TOKEN`");
+  }
+  if (request.method !== "GET") return refuse(405, "the tunnel endpoint takes GET with a WebSocket upgrade", { Allow: "GET" });
+  if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+    return refuse(426, "the tunnel endpoint takes only WebSocket upgrades", { Upgrade: "websocket" });
+  }
+  const presented = bearerToken(request.headers.get("Authorization"));
+  if (presented === undefined || !(await tokenMatches(presented, config.tokens))) {
+    return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
+  }
+  const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((name) => name.trim());
+  if (!offered.includes(SUBPROTOCOL)) {
+    return refuse(400, `unsupported protocol version: this edge speaks ${SUBPROTOCOL}; update the agent or redeploy the Worker so both match`);
+  }
+  const pair = new WebSocketPair();
+  const [client, server] = [pair[0], pair[1]];
+  // Since compatibility date 2026 binary messages arrive as Blob unless asked otherwise; the
+  // relay wants synchronous bytes.
+  server.binaryType = "arraybuffer";
+  server.accept();
+  new TunnelSession(server, config, (promise) => ctx.waitUntil(promise)).start();
+  return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": SUBPROTOCOL } });
+}
+
+function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(`${message}\n`, { status, headers: { "Content-Type": "text/plain; charset=utf-8", ...headers } });
+}

@@ -1,0 +1,138 @@
+// One tunnel WebSocket at the edge: waits for OPEN, runs the stream it names, and after the
+// stream ends waits for the next OPEN on the same socket (protocol room for reuse; the v1 agent
+// closes the socket after one stream).
+
+import type { EdgeConfig } from "./config.ts";
+import { EdgeStream, type StreamOutcome } from "./edge-stream.ts";
+import { CloseCode, FrameType, ProtocolError, StreamStatus, closeReason, decodeFrame, type Frame } from "./protocol.ts";
+
+/** Runs the tunnel protocol on an accepted server-side WebSocket. */
+export class TunnelSession {
+  readonly #socket: WebSocket;
+  readonly #config: EdgeConfig;
+  readonly #waitUntil: (promise: Promise<unknown>) => void;
+  #stream: EdgeStream | undefined;
+  /** After a RESET, frames the agent sent before it saw it are still arriving; drop them. */
+  #discardingStaleFrames = false;
+  #openTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  constructor(socket: WebSocket, config: EdgeConfig, waitUntil: (promise: Promise<unknown>) => void) {
+    this.#socket = socket;
+    this.#config = config;
+    this.#waitUntil = waitUntil;
+  }
+
+  /** Starts listening; the caller has already called accept(). */
+  start(): void {
+    this.#socket.addEventListener("message", (event) => this.#onMessage(event.data));
+    this.#socket.addEventListener("close", (event) => this.#onSocketGone(`tunnel closed by agent (${event.code})`));
+    this.#socket.addEventListener("error", () => this.#onSocketGone("tunnel WebSocket failed"));
+    this.#armOpenTimer();
+  }
+
+  #onMessage(data: string | ArrayBuffer): void {
+    if (this.#closed) return;
+    let frame: Frame;
+    try {
+      if (typeof data === "string") throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
+      frame = decodeFrame(new Uint8Array(data));
+      this.#dispatch(frame);
+    } catch (error) {
+      if (error instanceof ProtocolError) this.#close(error.closeCode, error.message);
+      else this.#close(CloseCode.InternalError, "internal error");
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    const stream = this.#stream;
+    if (frame.type === FrameType.Open) {
+      if (stream) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
+      this.#startStream(new EdgeStream(frame, (bytes) => this.#sendFrame(bytes), this.#config));
+      return;
+    }
+    if (!stream) {
+      const isStale = frame.type === FrameType.Data || frame.type === FrameType.Window || frame.type === FrameType.End || frame.type === FrameType.Reset;
+      if (this.#discardingStaleFrames && isStale) return;
+      throw new ProtocolError(CloseCode.UnexpectedFrame, `frame type ${frame.type} before OPEN`);
+    }
+    switch (frame.type) {
+      case FrameType.Data:
+        stream.onData(frame.payload);
+        return;
+      case FrameType.Window:
+        stream.onWindow(frame.bytes);
+        return;
+      case FrameType.End:
+        stream.onEnd();
+        return;
+      case FrameType.Reset:
+        stream.onReset(frame.status, frame.reason);
+        return;
+      case FrameType.Opened:
+        throw new ProtocolError(CloseCode.UnexpectedFrame, "OPENED is sent by the edge, not to it");
+    }
+  }
+
+  #startStream(stream: EdgeStream): void {
+    if (this.#openTimer !== undefined) clearTimeout(this.#openTimer);
+    this.#stream = stream;
+    this.#discardingStaleFrames = false;
+    const done = stream.finished.then((outcome) => this.#streamFinished(stream, outcome));
+    this.#waitUntil(done);
+    void stream.start();
+  }
+
+  #streamFinished(stream: EdgeStream, outcome: StreamOutcome): void {
+    if (this.#stream === stream) this.#stream = undefined;
+    this.#discardingStaleFrames = outcome.status !== StreamStatus.Ok;
+    logOutcome(outcome);
+    if (!this.#closed) this.#armOpenTimer();
+  }
+
+  #armOpenTimer(): void {
+    if (this.#openTimer !== undefined) clearTimeout(this.#openTimer);
+    this.#openTimer = setTimeout(
+      () => this.#close(CloseCode.Timeout, `no OPEN within ${this.#config.openTimeoutMs} ms`),
+      this.#config.openTimeoutMs,
+    );
+  }
+
+  #sendFrame(frame: Uint8Array): void {
+    if (this.#closed) return;
+    try {
+      this.#socket.send(frame);
+    } catch {
+      this.#onSocketGone("tunnel WebSocket refused a send");
+    }
+  }
+
+  #close(code: CloseCode, reason: string): void {
+    if (this.#closed) return;
+    this.#stream?.abort(reason);
+    this.#closed = true;
+    if (this.#openTimer !== undefined) clearTimeout(this.#openTimer);
+    try {
+      this.#socket.close(code, closeReason(reason));
+    } catch {
+      // already closing: nothing left to tell the agent
+    }
+  }
+
+  #onSocketGone(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#openTimer !== undefined) clearTimeout(this.#openTimer);
+    this.#stream?.onTunnelClosed(reason);
+    try {
+      this.#socket.close(CloseCode.Normal, "");
+    } catch {
+      // the close handshake already ran
+    }
+  }
+}
+
+function logOutcome(outcome: StreamOutcome): void {
+  const result = outcome.status === StreamStatus.Ok ? "ok" : `status=${outcome.status} ${outcome.reason}`;
+  console.log(`stream ${outcome.destination} up=${outcome.uploadedBytes}B down=${outcome.downloadedBytes}B ${result}`);
+}
