@@ -1,0 +1,96 @@
+// What a client sees when the edge refuses it, stops answering, or dies: a precise SOCKS reply
+// before the stream opens, a prompt TCP reset after; never a hang.
+
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { echo, startTcpOrigin, type Listening } from "./origins.ts";
+import { findWorkerdPid, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
+import { socksConnect } from "./socks-client.ts";
+import type { Server, Socket } from "node:net";
+
+let echoOrigin: Listening<Server>;
+beforeAll(async () => {
+  echoOrigin = await startTcpOrigin(echo);
+});
+afterAll(async () => {
+  await echoOrigin?.close();
+});
+
+/** Resolves with how the socket ended and how long after `since` it did. */
+function ending(socket: Socket, since: () => number): Promise<{ how: string; afterMs: number }> {
+  return new Promise((resolve) => {
+    socket.on("data", () => {});
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve({ how: error.code ?? error.message, afterMs: Date.now() - since() }));
+    socket.once("end", () => resolve({ how: "end", afterMs: Date.now() - since() }));
+  });
+}
+
+async function echoRoundTrip(socket: Socket, text: string): Promise<string> {
+  const answer = new Promise<string>((resolve) => socket.once("data", (chunk: Buffer) => resolve(chunk.toString())));
+  socket.write(text);
+  return answer;
+}
+
+describe("an edge that refuses the token", () => {
+  let agent: RunningAgent;
+  beforeAll(async () => {
+    agent = await startAgent(inject("edgeUrl"), "not-the-edge-token-0123456789");
+  });
+  afterAll(async () => {
+    await agent?.stop();
+  });
+
+  it("gets the client a general-failure reply and logs the edge's 401", async () => {
+    await expect(socksConnect(agent.port, "127.0.0.1", echoOrigin.port)).rejects.toThrow(/Failure/);
+    const line = await agent.waitForLog(/reply 0x01: edge refused the tunnel: HTTP 401 wrong token/);
+    expect(line).not.toContain("not-the-edge-token");
+  });
+});
+
+describe("an edge that stops answering and then dies", () => {
+  let edge: RunningEdge;
+  let agent: RunningAgent;
+  let workerdPid: number;
+  beforeAll(async () => {
+    edge = await startEdge();
+    workerdPid = findWorkerdPid(edge.wranglerPid);
+    agent = await startAgent(edge.url, edge.token, ["--ping-interval-ms", "300"]);
+  });
+  afterAll(async () => {
+    try {
+      process.kill(workerdPid, "SIGCONT");
+    } catch {
+      // already gone
+    }
+    await agent?.stop();
+    await edge?.stop();
+  });
+
+  it("resets a client within two ping intervals of the edge going silent", async () => {
+    const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
+    expect(await echoRoundTrip(socket, "before")).toBe("before");
+    let stoppedAt = 0;
+    const ended = ending(socket, () => stoppedAt);
+    stoppedAt = Date.now();
+    process.kill(workerdPid, "SIGSTOP");
+    try {
+      const { how, afterMs } = await ended;
+      expect(how).toBe("ECONNRESET");
+      expect(afterMs).toBeLessThan(3 * 300 + 500);
+    } finally {
+      process.kill(workerdPid, "SIGCONT");
+    }
+    await agent.waitForLog(/reset: edge stopped answering pings/);
+  });
+
+  it("resets a client at once when the edge process dies", async () => {
+    const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
+    expect(await echoRoundTrip(socket, "alive")).toBe("alive");
+    let killedAt = 0;
+    const ended = ending(socket, () => killedAt);
+    killedAt = Date.now();
+    process.kill(workerdPid, "SIGKILL");
+    const { how, afterMs } = await ended;
+    expect(how).toBe("ECONNRESET");
+    expect(afterMs).toBeLessThan(1_500);
+  });
+});

@@ -1,0 +1,148 @@
+// Starting and stopping the real edge (wrangler dev) and the real agent for end-to-end tests.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+const wranglerBin = join(createRequire(import.meta.url).resolve("wrangler/package.json"), "..", "bin", "wrangler.js");
+const agentCli = join(repoRoot, "local-agent", "cli.ts");
+
+/** A free loopback TCP port (bound and released; fine for a test machine with no contention). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export type RunningEdge = { url: string; token: string; wranglerPid: number; stop(): Promise<void> };
+
+/** Starts wrangler dev on a free loopback port with a fresh token; resolves once /healthz answers. */
+export async function startEdge(vars: Record<string, string> = {}): Promise<RunningEdge> {
+  const port = await freePort();
+  const token = randomBytes(24).toString("base64url");
+  const dir = mkdtempSync(join(tmpdir(), "edgesocks-e2e-edge-"));
+  const envFile = join(dir, ".env");
+  const lines = Object.entries({ EDGESOCKS_TOKEN: token, ...vars }).map(([key, value]) => `${key}=${value}`);
+  writeFileSync(envFile, `${lines.join("\n")}\n`, { mode: 0o600 });
+  const child = spawn(
+    process.execPath,
+    [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--persist-to", join(dir, "state")],
+    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+  );
+  let output = "";
+  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${output}`);
+    try {
+      const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`wrangler dev did not come up:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return {
+    url,
+    token,
+    wranglerPid: child.pid ?? 0,
+    stop: async () => {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type RunningAgent = {
+  port: number;
+  pid: number;
+  /** Everything the agent has written to stderr so far (its log). */
+  log(): string;
+  /** Resolves with the first log line matching `pattern`; rejects after `timeoutMs`. */
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  stop(): Promise<void>;
+};
+
+/** Starts the real agent against `edgeUrl` on a free loopback port; resolves after its ready line. */
+export async function startAgent(edgeUrl: string, token: string, extraArgs: string[] = []): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [agentCli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", ...extraArgs], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, EDGESOCKS_TOKEN: token },
+  });
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let stdout = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      const match = /SOCKS5 proxy on 127\.0\.0\.1:(\d+) -> edge /.exec(stdout);
+      if (match) resolve(Number(match[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`agent exited ${code}: ${stderr}`)));
+  });
+  const waitForLog = async (pattern: RegExp, timeoutMs = 10_000): Promise<string> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const line = stderr.split("\n").find((candidate) => pattern.test(candidate));
+      if (line !== undefined) return line;
+      if (Date.now() > deadline) throw new Error(`no agent log line matches ${pattern} within ${timeoutMs} ms; log:\n${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+  return { port, pid: child.pid ?? 0, log: () => stderr, waitForLog, stop: () => stopChild(child) };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Resident set size of a process in bytes, from /proc. */
+export function rssBytes(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!match) throw new Error(`no VmRSS for ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** The workerd process that wrangler dev started (a descendant of wranglerPid). */
+export function findWorkerdPid(wranglerPid: number): number {
+  const parentOf = new Map<number, number>();
+  const commandOf = new Map<number, string>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      parentOf.set(Number(entry), parent);
+      commandOf.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, "utf8"));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  const isDescendant = (pid: number): boolean => {
+    for (let current = parentOf.get(pid); current !== undefined && current > 1; current = parentOf.get(current)) {
+      if (current === wranglerPid) return true;
+    }
+    return false;
+  };
+  for (const [pid, command] of commandOf) {
+    if (command.includes("workerd") && command.includes("serve") && isDescendant(pid)) return pid;
+  }
+  throw new Error(`no workerd process under wrangler ${wranglerPid}`);
+}

@@ -1,0 +1,132 @@
+// The npm `socks` client through the real agent and the real Worker: half-close, concurrency,
+// mid-stream failures and a reader that stalls.
+
+import { createHash, randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { countThenReply, echo, startTcpOrigin, writeRandom, type Listening } from "./origins.ts";
+import { findWorkerdPid, freePort, rssBytes, startAgent, type RunningAgent } from "./processes.ts";
+import { readAll, socksConnect } from "./socks-client.ts";
+import type { Server } from "node:net";
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+
+let agent: RunningAgent;
+const origins: Listening<Server>[] = [];
+async function origin(handle: (socket: Socket) => void, host?: string): Promise<number> {
+  const listening = await startTcpOrigin(handle, host);
+  origins.push(listening);
+  return listening.port;
+}
+
+beforeAll(async () => {
+  agent = await startAgent(inject("edgeUrl"), inject("edgeToken"));
+});
+afterAll(async () => {
+  await agent?.stop();
+  await Promise.all(origins.map((listening) => listening.close()));
+});
+
+describe("socks client through agent and edge", () => {
+  it("gets the full answer after it shuts down its write side (half-close)", async () => {
+    const port = await origin(countThenReply);
+    const socket = await socksConnect(agent.port, "127.0.0.1", port);
+    const answer = readAll(socket);
+    socket.end(randomBytes(3 * MIB + 17));
+    expect((await answer).toString()).toBe(`received ${3 * MIB + 17} bytes`);
+  });
+
+  it("speaks IPv6 address type to [::1]", async () => {
+    const port = await origin(echo, "::1");
+    const socket = await socksConnect(agent.port, "::1", port);
+    const answer = readAll(socket);
+    socket.end("over ipv6");
+    expect((await answer).toString()).toBe("over ipv6");
+  });
+
+  it("relays 200 concurrent connections, each byte-exact", async () => {
+    const port = await origin(echo);
+    const results = await Promise.all(
+      Array.from({ length: 200 }, async () => {
+        const payload = randomBytes(64 * KIB);
+        const socket = await socksConnect(agent.port, "127.0.0.1", port, 60_000);
+        const answer = readAll(socket);
+        socket.end(payload);
+        return Buffer.compare(await answer, payload) === 0;
+      }),
+    );
+    expect(results.filter((ok) => ok)).toHaveLength(200);
+  });
+
+  it("is refused with ConnectionRefused for a closed port", async () => {
+    const closedPort = await freePort();
+    await expect(socksConnect(agent.port, "127.0.0.1", closedPort)).rejects.toThrow(/ConnectionRefused/);
+  });
+
+  it("resets the client when the destination resets mid-stream", async () => {
+    const port = await origin((socket) => {
+      socket.write(randomBytes(256 * KIB), () => setTimeout(() => socket.resetAndDestroy(), 100));
+    });
+    const socket = await socksConnect(agent.port, "127.0.0.1", port);
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      socket.on("data", () => {});
+      socket.once("error", resolve);
+      socket.once("end", () => resolve(undefined));
+    });
+    // A cut must not look like a clean end: the client sees a reset, not FIN.
+    expect(error?.code).toBe("ECONNRESET");
+    await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${port} .* reset: edge reset the stream`));
+  });
+});
+
+describe("a client that stops reading a 512 MiB download", () => {
+  it("keeps workerd's and the agent's memory bounded, then finishes intact", async () => {
+    const totalBytes = 512 * MIB;
+    let sentSha256: Promise<string> | undefined;
+    const port = await origin((socket) => {
+      sentSha256 = writeRandom(socket, totalBytes).then(
+        (sha) => {
+          socket.end();
+          return sha;
+        },
+        (error: Error) => `origin write failed: ${error.message}`,
+      );
+    });
+    const workerdPid = findWorkerdPid(inject("edgeWranglerPid"));
+    const baseline = { workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
+
+    const socket = await socksConnect(agent.port, "127.0.0.1", port);
+    const hash = createHash("sha256");
+    let receivedBytes = 0;
+    socket.on("data", (chunk: Buffer) => {
+      hash.update(chunk);
+      receivedBytes += chunk.byteLength;
+      if (receivedBytes >= 4 * MIB && receivedBytes - chunk.byteLength < 4 * MIB) socket.pause();
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      socket.once("end", resolve);
+      socket.once("error", reject);
+    });
+
+    // Stalled for 6 s: long enough that an unbounded relay would have buffered the whole file.
+    const peak = { workerd: 0, agent: 0 };
+    for (let sample = 0; sample < 30; sample++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      peak.workerd = Math.max(peak.workerd, rssBytes(workerdPid));
+      peak.agent = Math.max(peak.agent, rssBytes(agent.pid));
+    }
+    const stalledAt = receivedBytes;
+    expect(stalledAt).toBeLessThan(totalBytes / 4);
+    expect(peak.workerd - baseline.workerd).toBeLessThan(128 * MIB);
+    expect(peak.agent - baseline.agent).toBeLessThan(128 * MIB);
+
+    socket.resume();
+    await ended;
+    expect(receivedBytes).toBe(totalBytes);
+    expect(hash.digest("hex")).toBe(await sentSha256);
+    console.log(
+      `stalled at ${(stalledAt / MIB).toFixed(1)} MiB; RSS growth while stalled: workerd ${((peak.workerd - baseline.workerd) / MIB).toFixed(1)} MiB, agent ${((peak.agent - baseline.agent) / MIB).toFixed(1)} MiB`,
+    );
+  });
+});
