@@ -125,8 +125,12 @@ export class AgentStream {
       if (!isBinary) throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
       this.#dispatch(decodeFrame(data));
     } catch (error) {
-      if (!(error instanceof ProtocolError)) throw error;
-      this.#protocolFailure(error);
+      // A bug must cost this one stream, never the agent and every other connection with it.
+      const failure =
+        error instanceof ProtocolError
+          ? error
+          : new ProtocolError(CloseCode.InternalError, `internal error: ${error instanceof Error ? error.message : String(error)}`);
+      this.#protocolFailure(failure);
     }
   }
 
@@ -166,8 +170,11 @@ export class AgentStream {
         this.#client.end(); // FIN to the client once every queued byte is written
         return;
       case FrameType.Reset:
+        if (this.#phase === "opening") {
+          this.#failOpen(REPLY_FOR_STATUS[frame.status], `edge reset the stream: ${frame.reason}`, "info");
+          return;
+        }
         this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`);
-        this.#closeEdge(CloseCode.Normal, "stream reset");
         return;
       case FrameType.Open:
         throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN is sent by the agent, not to it");
@@ -246,8 +253,9 @@ export class AgentStream {
 
   #protocolFailure(error: ProtocolError): void {
     this.#closeEdge(error.closeCode, error.message);
-    if (this.#phase === "opening") this.#failOpen(Reply.GeneralFailure, `edge broke the protocol: ${error.message}`, "warn");
-    else this.#resetClient(`edge broke the protocol: ${error.message}`);
+    const cause = error.closeCode === CloseCode.InternalError ? error.message : `edge broke the protocol: ${error.message}`;
+    if (this.#phase === "opening") this.#failOpen(Reply.GeneralFailure, cause, "warn");
+    else this.#resetClient(cause);
   }
 
   /** The open failed: answer the client with `reply`, then close both sides. */

@@ -140,12 +140,17 @@ export class EdgeStream {
     this.#teardown(status, `reset by agent${reason ? `: ${reason}` : ""}`);
   }
 
+  /** Both directions have ended; only the last upload bytes and FIN to the destination remain. */
+  get draining(): boolean {
+    return this.#state === "open" && this.#uploadEnded && this.#downloadEnded;
+  }
+
   /**
-   * The tunnel's WebSocket is gone. A stream whose both directions already ended still flushes
-   * its last upload bytes and FIN to the destination; any other stream is aborted.
+   * The tunnel's WebSocket is gone. A draining stream still flushes its last upload bytes and
+   * FIN to the destination; any other stream is aborted.
    */
   onTunnelClosed(reason: string): void {
-    if (this.#state === "open" && this.#uploadEnded && this.#downloadEnded) return;
+    if (this.draining) return;
     this.#teardown(StreamStatus.GeneralFailure, reason);
   }
 

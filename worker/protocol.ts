@@ -54,15 +54,24 @@ export type StreamStatus = (typeof StreamStatus)[keyof typeof StreamStatus];
  * three digits echo the HTTP status of the same meaning, so a log line reads on its own.
  */
 export const CloseCode = {
-  /** The stream finished and the agent is done with the socket. */
+  /**
+   * The agent is done with the tunnel: its stream finished, failed to open or was reset (the
+   * cause travelled in OPENED or RESET). The edge also answers an agent's close with it.
+   */
   Normal: 1000,
   /** A frame that does not parse: unknown type, short fields, bad address, text message. */
   MalformedFrame: 4400,
-  /** No OPEN arrived within the edge's open timeout, or the peer stopped answering pings. */
+  /**
+   * No OPEN arrived within the edge's open timeout. (An agent whose pings go unanswered drops
+   * the connection without a close frame: the edge sees 1006.)
+   */
   Timeout: 4408,
   /** A well-formed frame in the wrong state, such as DATA before OPENED. */
   UnexpectedFrame: 4409,
-  /** A frame larger than MAX_FRAME_BYTES. */
+  /**
+   * A frame larger than MAX_FRAME_BYTES, or early data over MAX_EARLY_DATA_BYTES. (Workers and
+   * the agent's ws library may refuse an oversized message first, with 1009.)
+   */
   FrameTooLarge: 4413,
   /** The peer sent more DATA than the window it was granted. */
   WindowExceeded: 4429,
@@ -234,6 +243,7 @@ export function encodeEnd(): Uint8Array {
 
 /** Encodes a RESET frame. */
 export function encodeReset(status: StreamStatus, reason = ""): Uint8Array {
+  if (status === StreamStatus.Ok) throw new RangeError("a RESET carries a failure status, not Ok");
   const text = textEncoder.encode(truncateUtf8(reason, MAX_REASON_BYTES));
   const frame = new Uint8Array(2 + text.byteLength);
   frame[0] = FrameType.Reset;
@@ -302,6 +312,7 @@ export function decodeFrame(message: Uint8Array): Frame {
     case FrameType.Reset: {
       if (message.byteLength < 2) throw malformed("RESET shorter than 2 bytes");
       const status = decodeStatus(message[1], "RESET");
+      if (status === StreamStatus.Ok) throw malformed("RESET with status 0 (Ok): a reset is a failure");
       return { type, status, reason: decodeText(message.subarray(2), "RESET reason") };
     }
     default:

@@ -12,7 +12,10 @@ export class TunnelSession {
   readonly #config: EdgeConfig;
   readonly #waitUntil: (promise: Promise<unknown>) => void;
   #stream: EdgeStream | undefined;
-  /** After a RESET, frames the agent sent before it saw it are still arriving; drop them. */
+  /**
+   * After a stream ends, frames the agent sent before it learned so (a WINDOW crossing our END,
+   * a RESET crossing our last frame) are still arriving: drop them until the next OPEN.
+   */
   #discardingStaleFrames = false;
   #openTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
@@ -47,7 +50,9 @@ export class TunnelSession {
   #dispatch(frame: Frame): void {
     const stream = this.#stream;
     if (frame.type === FrameType.Open) {
-      if (stream) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
+      // A stream whose both directions have ended is only flushing FIN to its destination; the
+      // agent may already open the next one. It finishes on its own (kept alive by waitUntil).
+      if (stream && !stream.draining) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
       this.#startStream(new EdgeStream(frame, (bytes) => this.#sendFrame(bytes), this.#config));
       return;
     }
@@ -84,9 +89,10 @@ export class TunnelSession {
   }
 
   #streamFinished(stream: EdgeStream, outcome: StreamOutcome): void {
-    if (this.#stream === stream) this.#stream = undefined;
-    this.#discardingStaleFrames = outcome.status !== StreamStatus.Ok;
     logOutcome(outcome);
+    if (this.#stream !== stream) return; // a drained stream finishing after the next one took over
+    this.#stream = undefined;
+    this.#discardingStaleFrames = true;
     if (!this.#closed) this.#armOpenTimer();
   }
 

@@ -40,7 +40,7 @@ describe("headless Chromium through the agent", () => {
   it("loads a page and its subresources through the edge", async () => {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${origin.port}/`);
-    await page.waitForFunction(() => document.title === "loaded 42", undefined, { timeout: 15_000 });
+    await page.waitForFunction("document.title === 'loaded 42'", undefined, { timeout: 15_000 });
     expect(await page.textContent("#static")).toBe("served by the origin");
     await page.close();
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${origin.port} .* ok$`), 20_000);
@@ -49,7 +49,7 @@ describe("headless Chromium through the agent", () => {
   it("leaves name resolution to the edge (socks5 with a host name)", async () => {
     const page = await browser.newPage();
     await page.goto(`http://localhost:${origin.port}/`);
-    await page.waitForFunction(() => document.title === "loaded 42", undefined, { timeout: 15_000 });
+    await page.waitForFunction("document.title === 'loaded 42'", undefined, { timeout: 15_000 });
     await page.close();
     await agent.waitForLog(new RegExp(`-> localhost:${origin.port} `), 20_000);
   });
