@@ -2,6 +2,7 @@
 // The edgesocks agent's command line: parse, start, print one ready line, stop on a signal.
 
 import { ConfigError, USAGE, parseAgentCommand } from "./config.ts";
+import { probeEdge } from "./edge-probe.ts";
 import { createLogger } from "./log.ts";
 import { startAgent } from "./server.ts";
 import { EDGESOCKS_VERSION } from "../worker/version.ts";
@@ -39,6 +40,9 @@ async function main(): Promise<void> {
   const { address, port } = agent.address;
   const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
   process.stdout.write(`edgesocks: SOCKS5 proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
+  void probeEdge(config.tunnelUrl).then((warning) => {
+    if (warning) log.warn(warning);
+  });
   const stop = (signal: string) => {
     log.info(`${signal}: closing`);
     void agent.close().then(() => process.exit(0));

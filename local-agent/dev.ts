@@ -93,7 +93,7 @@ async function main(): Promise<void> {
 
   const edge = spawn(
     process.execPath,
-    [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(edgePort), "--env-file", envFile, "--show-interactive-dev-session=false"],
+    [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(edgePort), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn"],
     { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
   );
   children.push(edge);
