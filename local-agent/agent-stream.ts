@@ -1,12 +1,11 @@
 // One proxied connection in the agent, from the SOCKS request on: opens the tunnel, answers the
 // client, relays both directions under credit-based flow control, and ends exactly once.
 
-import type { Socket } from "node:net";
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { missedPong, openEdgeSocket } from "./edge-socket.ts";
 import { formatBytes, type Logger } from "./log.ts";
-import { REPLY_FOR_STATUS, Reply, encodeReply } from "./socks5.ts";
+import { STATUS_NAMES, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
 import { ReceiveWindow, SendCredit } from "../worker/flow-control.ts";
 import {
   CloseCode,
@@ -32,8 +31,9 @@ type Phase = "opening" | "relaying" | "closed";
 const MAX_REFUSAL_BODY_BYTES = 300;
 
 export class AgentStream {
-  readonly #client: Socket;
+  readonly #client: ClientConnection;
   readonly #destination: Destination;
+  readonly #answer: OpenAnswer;
   readonly #config: AgentConfig;
   readonly #log: Logger;
   readonly #onClosed: () => void;
@@ -55,16 +55,16 @@ export class AgentStream {
   /** Why the edge WebSocket failed, kept for the close that follows. */
   #edgeError: string | undefined;
 
-  /** `earlyBytes` are client bytes that arrived behind the SOCKS request, to send once open. */
-  constructor(client: Socket, destination: Destination, earlyBytes: Buffer, config: AgentConfig, log: Logger, onClosed: () => void) {
-    this.#client = client;
-    this.#destination = destination;
+  constructor(request: StreamRequest, config: AgentConfig, log: Logger) {
+    this.#client = request.client;
+    this.#destination = request.destination;
+    this.#answer = request.answer;
     this.#config = config;
     this.#log = log;
-    this.#onClosed = onClosed;
+    this.#onClosed = request.onClosed;
     this.#receive = new ReceiveWindow(config.windowBytes);
-    this.#label = `${client.remoteAddress ?? "?"}:${client.remotePort ?? "?"} -> ${formatDestination(destination)}`;
-    if (earlyBytes.byteLength > 0) this.#pendingUpload.push(earlyBytes);
+    this.#label = `${request.clientLabel} -> ${formatDestination(request.destination)} via edge`;
+    if (request.earlyBytes.byteLength > 0) this.#pendingUpload.push(request.earlyBytes);
   }
 
   /** Opens the tunnel and sends OPEN; everything after is driven by events. */
@@ -104,7 +104,7 @@ export class AgentStream {
       });
       response.on("end", () => {
         const body = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BODY_BYTES).toString("utf8").trim().split("\n")[0] ?? "";
-        this.#failOpen(Reply.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${body}`, "warn");
+        this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${body}`, "warn");
         request.destroy();
       });
       response.on("error", () => request.destroy());
@@ -114,7 +114,7 @@ export class AgentStream {
     });
     edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
     this.#openTimer = setTimeout(
-      () => this.#failOpen(Reply.TtlExpired, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
+      () => this.#failOpen(StreamStatus.Timeout, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
       this.#config.openTimeoutMs,
     );
   }
@@ -139,7 +139,7 @@ export class AgentStream {
       case FrameType.Opened:
         if (this.#phase !== "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "second OPENED");
         if (frame.status !== StreamStatus.Ok) {
-          this.#failOpen(REPLY_FOR_STATUS[frame.status], frame.reason, "info");
+          this.#failOpen(frame.status, frame.reason, "info");
           return;
         }
         this.#opened(frame.windowBytes);
@@ -171,7 +171,7 @@ export class AgentStream {
         return;
       case FrameType.Reset:
         if (this.#phase === "opening") {
-          this.#failOpen(REPLY_FOR_STATUS[frame.status], `edge reset the stream: ${frame.reason}`, "info");
+          this.#failOpen(frame.status, `edge reset the stream: ${frame.reason}`, "info");
           return;
         }
         this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`);
@@ -185,7 +185,8 @@ export class AgentStream {
     clearTimeout(this.#openTimer);
     this.#phase = "relaying";
     this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
-    this.#client.write(encodeReply(Reply.Succeeded));
+    const reply = this.#answer.succeeded();
+    if (reply) this.#client.write(reply);
     this.#flushUpload();
   }
 
@@ -244,7 +245,7 @@ export class AgentStream {
       ? "edge stopped answering pings"
       : `edge closed the tunnel (${code}${reason ? ` ${reason}` : ""}${this.#edgeError ? `: ${this.#edgeError}` : ""})`;
     if (this.#phase === "opening") {
-      this.#failOpen(Reply.GeneralFailure, cause, "warn");
+      this.#failOpen(StreamStatus.GeneralFailure, cause, "warn");
       return;
     }
     if (this.#sentEnd && this.#receivedEnd) return; // only the client's last writes remain; 'finish' ends it
@@ -254,22 +255,25 @@ export class AgentStream {
   #protocolFailure(error: ProtocolError): void {
     this.#closeEdge(error.closeCode, error.message);
     const cause = error.closeCode === CloseCode.InternalError ? error.message : `edge broke the protocol: ${error.message}`;
-    if (this.#phase === "opening") this.#failOpen(Reply.GeneralFailure, cause, "warn");
+    if (this.#phase === "opening") this.#failOpen(StreamStatus.GeneralFailure, cause, "warn");
     else this.#resetClient(cause);
   }
 
-  /** The open failed: answer the client with `reply`, then close both sides. */
-  #failOpen(reply: Reply, reason: string, level: "info" | "warn"): void {
+  /** The open failed: answer the client in its protocol, then close both sides. */
+  #failOpen(status: StreamStatus, reason: string, level: "info" | "warn"): void {
     if (this.#phase !== "opening") return;
-    this.#client.end(encodeReply(reply));
+    const reply = this.#answer.failed(status, reason);
+    if (reply) this.#client.end(reply);
+    else this.#client.end();
     this.#closeEdge(CloseCode.Normal, "open failed");
-    this.#finish(`reply 0x${reply.toString(16).padStart(2, "0")}: ${reason}`, level);
+    this.#finish(`${STATUS_NAMES[status]}: ${reason}`, level);
   }
 
   /** A mid-stream failure: the client gets a TCP reset, so it cannot mistake a cut for an end. */
   #resetClient(reason: string): void {
     if (this.#phase === "closed") return;
-    this.#client.resetAndDestroy();
+    if (this.#client.resetAndDestroy) this.#client.resetAndDestroy();
+    else this.#client.destroy(new Error(reason));
     this.#closeEdge(CloseCode.Normal, "stream reset");
     this.#finish(`reset: ${reason}`, "info");
   }

@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   }
   const { address, port } = agent.address;
   const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-  process.stdout.write(`edgesocks: SOCKS5 proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
+  process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
   void probeEdge(config.tunnelUrl).then((warning) => {
     if (warning) log.warn(warning);
   });

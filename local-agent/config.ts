@@ -3,6 +3,8 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
+import type { Users } from "./users.ts";
+import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
 import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
 
 export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
@@ -27,6 +29,12 @@ export type AgentConfig = {
   /** Client connections served at once; more are refused at accept. */
   maxConnections: number;
   logLevel: LogLevel;
+  /** Which destinations go direct by default; kept to describe the routing (PAC file, logs). */
+  bypass: BypassMode;
+  /** Routing rules in force, in order: the user's, then those `bypass` adds. */
+  rules: RouteRule[];
+  /** Users clients must authenticate as; empty: no authentication, and loopback only. */
+  users: Users;
 };
 
 export type AgentCommand = { kind: "run"; config: AgentConfig } | { kind: "help" } | { kind: "version" };
@@ -45,6 +53,7 @@ export const DEFAULTS = {
   pingIntervalMs: 15_000,
   maxConnections: 1024,
   logLevel: "info" as LogLevel,
+  bypass: "private" as BypassMode,
 };
 
 export const USAGE = `Usage: edgesocks --edge URL [options]
@@ -63,6 +72,11 @@ Options:
   --ping-interval-ms N       WebSocket keepalive interval (default ${DEFAULTS.pingIntervalMs})
   --max-connections N        client connections served at once (default ${DEFAULTS.maxConnections})
   --log-level LEVEL          error, warn, info or debug (default ${DEFAULTS.logLevel})
+  --rule ROUTE:MATCHER       route edge, direct or block for destinations matching suffix=NAME,
+                             host=NAME|IP, cidr=ADDR/BITS, port=N|N-M (comma-joined, all must
+                             match); repeatable, first match wins; e.g. direct:suffix=corp.example
+  --bypass MODE              private (default): loopback, link-local and private networks go
+                             direct; none: every destination goes through the edge
   -h, --help                 show this help
   -v, --version              show the version
 `;
@@ -85,6 +99,8 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
         "ping-interval-ms": { type: "string" },
         "max-connections": { type: "string" },
         "log-level": { type: "string" },
+        rule: { type: "string", multiple: true },
+        bypass: { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "v" },
       },
@@ -102,6 +118,17 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
   }
+  const bypass = values.bypass ?? DEFAULTS.bypass;
+  if (!(BYPASS_MODES as readonly string[]).includes(bypass)) {
+    throw new ConfigError(`--bypass must be one of ${BYPASS_MODES.join(", ")}, not "${bypass}"`);
+  }
+  let userRules: RouteRule[];
+  try {
+    userRules = (values.rule ?? []).map(parseRuleText);
+  } catch (error) {
+    if (error instanceof RuleError) throw new ConfigError(`--rule ${error.message.replace(/^rule /, "")}`);
+    throw error;
+  }
   return {
     kind: "run",
     config: {
@@ -116,6 +143,9 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       pingIntervalMs: integerOption("--ping-interval-ms", values["ping-interval-ms"], DEFAULTS.pingIntervalMs, 100, 600_000),
       maxConnections: integerOption("--max-connections", values["max-connections"], DEFAULTS.maxConnections, 1, 100_000),
       logLevel: logLevel as LogLevel,
+      bypass: bypass as BypassMode,
+      rules: effectiveRules(userRules, bypass as BypassMode),
+      users: new Map(),
     },
   };
 }

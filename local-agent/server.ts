@@ -3,7 +3,8 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
-import { serveSocksClient } from "./socks-session.ts";
+import { serveClient } from "./front-door.ts";
+import { createHttpFront } from "./http-front.ts";
 
 export type RunningAgent = {
   address: AddressInfo;
@@ -14,10 +15,11 @@ export type RunningAgent = {
 /** Listens on config.listenHost:listenPort; rejects with a one-line Error if it cannot. */
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
   const clients = new Set<Socket>();
+  const http = createHttpFront(config, log);
   // allowHalfOpen: a client's FIN ends only its direction; the answer still flows back.
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (client) => {
     clients.add(client);
-    serveSocksClient(client, config, log, () => clients.delete(client));
+    serveClient(client, config, log, http, () => clients.delete(client));
   });
   server.maxConnections = config.maxConnections;
   server.on("drop", (info) => log.warn(`refused ${info?.remoteAddress ?? "?"}: --max-connections ${config.maxConnections} reached`));
@@ -34,6 +36,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        http.close();
         for (const client of clients) client.destroy();
       }),
   };

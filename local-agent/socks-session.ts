@@ -1,57 +1,75 @@
-// The SOCKS5 handshake on one client connection: greeting, method choice, request; then the
-// connection is handed to an AgentStream. Malformed input closes this connection only.
+// The SOCKS5 handshake on one client connection: greeting, method choice, RFC 1929
+// username/password when users are configured, request; then the connection is handed to a
+// route (CONNECT) or to a UDP association. Malformed input closes this connection only.
 
 import type { Socket } from "node:net";
-import { AgentStream } from "./agent-stream.ts";
 import type { AgentConfig } from "./config.ts";
+import { openStream } from "./dialer.ts";
 import type { Logger } from "./log.ts";
 import {
   AuthMethod,
   Command,
   MAX_GREETING_BYTES,
   MAX_REQUEST_BYTES,
+  MAX_USER_PASS_BYTES,
+  REPLY_FOR_STATUS,
   Reply,
   Socks5Error,
   encodeMethodSelection,
   encodeReply,
+  encodeUserPassStatus,
   parseGreeting,
   parseRequest,
+  parseUserPass,
 } from "./socks5.ts";
+import type { OpenAnswer } from "./stream-request.ts";
+import { startUdpAssociation } from "./udp-associate.ts";
+import { checkCredentials } from "./users.ts";
 
-/** Serves one accepted client; `onClosed` runs once when the connection is over. */
-export function serveSocksClient(client: Socket, config: AgentConfig, log: Logger, onClosed: () => void): void {
-  const label = `${client.remoteAddress ?? "?"}:${client.remotePort ?? "?"}`;
-  let phase: "greeting" | "request" | "handed-off" | "closed" = "greeting";
-  let buffered: Buffer = Buffer.alloc(0);
+/** Success is reply 0x00; each failure status maps to its RFC 1928 reply. */
+const SOCKS5_ANSWER: OpenAnswer = {
+  succeeded: () => encodeReply(Reply.Succeeded),
+  failed: (status) => encodeReply(REPLY_FOR_STATUS[status]),
+};
+
+type Phase = "greeting" | "authentication" | "request" | "handed-off" | "closed";
+
+/** Serves one client whose first byte was 5; `firstChunk` holds the bytes read so far. */
+export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: string, config: AgentConfig, log: Logger, onClosed: () => void): void {
+  let phase: Phase = "greeting";
+  let buffered: Buffer = firstChunk;
+  let userLabel = label;
+  const detach = () => {
+    clearTimeout(timer);
+    client.off("data", onData);
+    client.off("end", onEnd);
+    client.off("close", closeOnce);
+  };
   const closeOnce = () => {
     if (phase === "closed" || phase === "handed-off") return;
     phase = "closed";
-    clearTimeout(timer);
+    detach();
     onClosed();
   };
   const refuse = (reply: Reply | undefined, reason: string) => {
-    log.info(`${label} handshake refused: ${reason}`);
+    log.info(`${userLabel} handshake refused: ${reason}`);
     if (reply === undefined) client.destroy();
     else client.end(encodeReply(reply));
     closeOnce();
   };
   const timer = setTimeout(() => {
-    log.info(`${label} handshake timed out after ${config.handshakeTimeoutMs} ms`);
+    log.info(`${userLabel} handshake timed out after ${config.handshakeTimeoutMs} ms`);
     client.destroy();
     closeOnce();
   }, config.handshakeTimeoutMs);
 
-  const onData = (chunk: Buffer) => {
-    buffered = buffered.byteLength === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    try {
-      advance();
-    } catch (error) {
-      if (!(error instanceof Socks5Error)) throw error;
-      refuse(error.reply, error.message);
-    }
+  const handOff = (start: () => void) => {
+    phase = "handed-off";
+    detach();
+    start();
   };
 
-  // Parses as far as the buffered bytes allow; a client may send greeting and request together.
+  // Parses as far as the buffered bytes allow; a client may send several messages together.
   const advance = () => {
     if (phase === "greeting") {
       const greeting = parseGreeting(buffered);
@@ -60,13 +78,35 @@ export function serveSocksClient(client: Socket, config: AgentConfig, log: Logge
         return;
       }
       buffered = buffered.subarray(greeting.bytesUsed);
-      if (!greeting.value.methods.includes(AuthMethod.NoAuthentication)) {
-        log.info(`${label} handshake refused: no acceptable authentication method offered`);
+      // With users configured, no-auth is never offered back: a password is the only way in.
+      const wanted = config.users.size > 0 ? AuthMethod.UsernamePassword : AuthMethod.NoAuthentication;
+      if (!greeting.value.methods.includes(wanted)) {
+        const need = wanted === AuthMethod.UsernamePassword ? "username/password (0x02)" : "no authentication (0x00)";
+        log.info(`${userLabel} handshake refused: the client did not offer ${need}`);
         client.end(encodeMethodSelection(AuthMethod.NoAcceptableMethods));
         closeOnce();
         return;
       }
-      client.write(encodeMethodSelection(AuthMethod.NoAuthentication));
+      client.write(encodeMethodSelection(wanted));
+      phase = wanted === AuthMethod.UsernamePassword ? "authentication" : "request";
+    }
+    if (phase === "authentication") {
+      const credentials = parseUserPass(buffered);
+      if (credentials === "incomplete") {
+        if (buffered.byteLength > MAX_USER_PASS_BYTES) refuse(undefined, "username/password request is longer than RFC 1929 allows");
+        return;
+      }
+      buffered = buffered.subarray(credentials.bytesUsed);
+      const { name, password } = credentials.value;
+      if (!checkCredentials(config.users, name, password)) {
+        // RFC 1929: a failure status, then the server must close the connection.
+        log.info(`${userLabel} handshake refused: wrong user name or password for "${printableName(name)}"`);
+        client.end(encodeUserPassStatus(false));
+        closeOnce();
+        return;
+      }
+      client.write(encodeUserPassStatus(true));
+      userLabel = `${label} (${printableName(name)})`;
       phase = "request";
     }
     if (phase === "request") {
@@ -76,30 +116,47 @@ export function serveSocksClient(client: Socket, config: AgentConfig, log: Logge
         return;
       }
       const { command, destination } = request.value;
+      const earlyBytes = Buffer.from(buffered.subarray(request.bytesUsed));
+      if (command === Command.UdpAssociate) {
+        handOff(() => startUdpAssociation({ control: client, clientLabel: userLabel, requested: destination }, config, log, onClosed));
+        return;
+      }
       if (command !== Command.Connect) {
-        refuse(Reply.CommandNotSupported, `command 0x0${command} (${command === Command.Bind ? "BIND" : "UDP ASSOCIATE"}) is not supported`);
+        refuse(Reply.CommandNotSupported, `command 0x0${command} (BIND) is not supported`);
         return;
       }
       if (destination.port === 0) {
         refuse(Reply.GeneralFailure, "port 0 cannot be connected to");
         return;
       }
-      phase = "handed-off";
-      clearTimeout(timer);
-      client.off("data", onData);
-      client.off("end", onEnd);
-      client.off("close", closeOnce);
-      new AgentStream(client, destination, Buffer.from(buffered.subarray(request.bytesUsed)), config, log, onClosed).start();
+      handOff(() => openStream({ client, clientLabel: userLabel, destination, earlyBytes, answer: SOCKS5_ANSWER, onClosed }, config, log));
     }
   };
 
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.byteLength === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    step();
+  };
+  const step = () => {
+    try {
+      advance();
+    } catch (error) {
+      if (!(error instanceof Socks5Error)) throw error;
+      refuse(error.reply, error.message);
+    }
+  };
   const onEnd = () => {
-    log.debug(`${label} closed during the handshake`);
+    log.debug(`${userLabel} closed during the handshake`);
     client.destroy();
     closeOnce();
   };
   client.on("data", onData);
   client.on("end", onEnd);
   client.on("close", closeOnce);
-  client.on("error", (error: NodeJS.ErrnoException) => log.debug(`${label} client socket: ${error.code ?? error.message}`));
+  step();
+}
+
+/** A user name as it may appear in a log line: printable, short. */
+function printableName(name: string): string {
+  return name.replace(/[^\x20-\x7e]/g, "?").slice(0, 64);
 }

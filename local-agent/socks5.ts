@@ -7,6 +7,8 @@ export const SOCKS_VERSION = 0x05;
 /** Authentication methods (RFC 1928 section 3). */
 export const AuthMethod = {
   NoAuthentication: 0x00,
+  /** RFC 1929. */
+  UsernamePassword: 0x02,
   NoAcceptableMethods: 0xff,
 } as const;
 export type AuthMethod = (typeof AuthMethod)[keyof typeof AuthMethod];
@@ -130,6 +132,35 @@ export function parseRequest(input: Uint8Array): ParseResult<Request> {
     throw new Socks5Error(Reply.CommandNotSupported, `command 0x${hex(command)} is not one RFC 1928 defines`);
   }
   return { value: { command, destination: { ...destination, port } }, bytesUsed: offset };
+}
+
+/** Version byte of the username/password subnegotiation (RFC 1929), not the SOCKS version. */
+export const USER_PASS_VERSION = 0x01;
+/** Longest RFC 1929 request: version, two lengths, and up to 255 bytes each. */
+export const MAX_USER_PASS_BYTES = 3 + 255 + 255;
+
+export type UserPass = { name: string; password: string };
+
+/** Parses the username/password request (RFC 1929 section 2). */
+export function parseUserPass(input: Uint8Array): ParseResult<UserPass> {
+  if (input.byteLength < 1) return "incomplete";
+  if (input[0] !== USER_PASS_VERSION) throw new Socks5Error(undefined, `not an RFC 1929 request: version byte is 0x${hex(input[0])}`);
+  if (input.byteLength < 2) return "incomplete";
+  const nameBytes = input[1] ?? 0;
+  if (input.byteLength < 2 + nameBytes + 1) return "incomplete";
+  const passwordBytes = input[2 + nameBytes] ?? 0;
+  const end = 3 + nameBytes + passwordBytes;
+  if (input.byteLength < end) return "incomplete";
+  const decoder = new TextDecoder();
+  return {
+    value: { name: decoder.decode(input.subarray(2, 2 + nameBytes)), password: decoder.decode(input.subarray(3 + nameBytes, end)) },
+    bytesUsed: end,
+  };
+}
+
+/** The RFC 1929 status reply: 0x00 success; any other value is failure and the connection closes. */
+export function encodeUserPassStatus(accepted: boolean): Uint8Array {
+  return Uint8Array.of(USER_PASS_VERSION, accepted ? 0x00 : 0x01);
 }
 
 /** A reply (RFC 1928 section 6). The bound address is 0.0.0.0:0: the edge's socket is not ours to name. */

@@ -41,7 +41,7 @@ describe("an edge that refuses the token", () => {
 
   it("gets the client a general-failure reply and logs the edge's 401", async () => {
     await expect(socksConnect(agent.port, "127.0.0.1", echoOrigin.port)).rejects.toThrow(/Failure/);
-    const line = await agent.waitForLog(/reply 0x01: edge refused the tunnel: HTTP 401 wrong token/);
+    const line = await agent.waitForLog(/general failure: edge refused the tunnel: HTTP 401 wrong token/);
     expect(line).not.toContain("not-the-edge-token");
   });
 });

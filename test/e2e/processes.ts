@@ -74,9 +74,12 @@ export type RunningAgent = {
   stop(): Promise<void>;
 };
 
-/** Starts the real agent against `edgeUrl` on a free loopback port; resolves after its ready line. */
+/**
+ * Starts the real agent against `edgeUrl` on a free loopback port; resolves after its ready line. `--bypass none` comes first so that loopback
+ * destinations really cross the edge; a later `--bypass` in `extraArgs` overrides it.
+ */
 export async function startAgent(edgeUrl: string, token: string, extraArgs: string[] = []): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [agentCli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", ...extraArgs], {
+  const child = spawn(process.execPath, [agentCli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...extraArgs], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, EDGESOCKS_TOKEN: token },
@@ -87,7 +90,7 @@ export async function startAgent(edgeUrl: string, token: string, extraArgs: stri
     let stdout = "";
     child.stdout?.on("data", (chunk: Buffer) => {
       stdout += chunk.toString();
-      const match = /SOCKS5 proxy on 127\.0\.0\.1:(\d+) -> edge /.exec(stdout);
+      const match = /proxy on 127\.0\.0\.1:(\d+) -> edge /.exec(stdout);
       if (match) resolve(Number(match[1]));
     });
     child.once("exit", (code) => reject(new Error(`agent exited ${code}: ${stderr}`)));

@@ -64,8 +64,9 @@ describe("SOCKS5 handshake edge cases (RFC 1928)", () => {
     expect(await exchange([...GREETING, 0x05, 0x01, 0x00, 0x02, 1, 2, 3, 4, 0, 80])).toEqual({ answer: [...METHOD_OK, ...reply(0x08)], closed: true });
   });
 
-  it("closes without a reply when the first byte is not SOCKS5", async () => {
-    expect(await exchange([0x04, 0x01, 0x00, 0x50, 127, 0, 0, 1, 0x00])).toEqual({ answer: [], closed: true });
+  it("closes without a reply when the first byte starts no protocol the port serves", async () => {
+    // 0x16: a TLS ClientHello sent to the proxy port by mistake.
+    expect(await exchange([0x16, 0x03, 0x01, 0x00, 0x05])).toEqual({ answer: [], closed: true });
   });
 
   it("closes a client that stalls mid-handshake once the handshake timeout passes", async () => {

@@ -1,0 +1,82 @@
+// The SOCKS4/4a handshake on one client connection: one request, then the connection is handed
+// to a route. SOCKS4 carries no password, so it is refused when users are configured.
+
+import type { Socket } from "node:net";
+import type { AgentConfig } from "./config.ts";
+import { openStream } from "./dialer.ts";
+import type { Logger } from "./log.ts";
+import { MAX_SOCKS4_REQUEST_BYTES, Socks4Command, Socks4Error, Socks4Reply, encodeSocks4Reply, parseSocks4Request } from "./socks4.ts";
+import type { OpenAnswer } from "./stream-request.ts";
+
+/** SOCKS4 has one failure code: every failed open is 0x5B. */
+const SOCKS4_ANSWER: OpenAnswer = {
+  succeeded: () => encodeSocks4Reply(Socks4Reply.Granted),
+  failed: () => encodeSocks4Reply(Socks4Reply.RejectedOrFailed),
+};
+
+/** Serves one client whose first byte was 4; `firstChunk` holds the bytes read so far. */
+export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: string, config: AgentConfig, log: Logger, onClosed: () => void): void {
+  let done = false;
+  let buffered = firstChunk;
+  const stop = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    client.off("data", onData);
+    client.off("end", onEnd);
+    client.off("close", onClose);
+  };
+  const refuse = (reply: Socks4Reply | undefined, reason: string) => {
+    log.info(`${label} SOCKS4 handshake refused: ${reason}`);
+    stop();
+    if (reply === undefined) client.destroy();
+    else client.end(encodeSocks4Reply(reply));
+    onClosed();
+  };
+  const timer = setTimeout(() => refuse(undefined, `timed out after ${config.handshakeTimeoutMs} ms`), config.handshakeTimeoutMs);
+
+  const advance = () => {
+    let request;
+    try {
+      request = parseSocks4Request(buffered);
+    } catch (error) {
+      if (!(error instanceof Socks4Error)) throw error;
+      refuse(error.reply, error.message);
+      return;
+    }
+    if (request === "incomplete") {
+      if (buffered.byteLength > MAX_SOCKS4_REQUEST_BYTES) refuse(Socks4Reply.RejectedOrFailed, "request is longer than SOCKS4a allows");
+      return;
+    }
+    if (config.users.size > 0) {
+      refuse(Socks4Reply.RejectedOrFailed, "SOCKS4 cannot authenticate and users are configured; use SOCKS5 or HTTP with a password");
+      return;
+    }
+    const { command, destination } = request.value;
+    if (command !== Socks4Command.Connect) {
+      refuse(Socks4Reply.RejectedOrFailed, command === Socks4Command.Bind ? "BIND is not supported" : `command 0x${command.toString(16)} is not SOCKS4`);
+      return;
+    }
+    if (destination.port === 0) {
+      refuse(Socks4Reply.RejectedOrFailed, "port 0 cannot be connected to");
+      return;
+    }
+    stop();
+    const earlyBytes = Buffer.from(buffered.subarray(request.bytesUsed));
+    openStream({ client, clientLabel: label, destination, earlyBytes, answer: SOCKS4_ANSWER, onClosed }, config, log);
+  };
+  const onData = (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    advance();
+  };
+  const onEnd = () => refuse(undefined, "client closed during the handshake");
+  const onClose = () => {
+    if (done) return;
+    stop();
+    onClosed();
+  };
+  client.on("data", onData);
+  client.on("end", onEnd);
+  client.on("close", onClose);
+  advance();
+}
