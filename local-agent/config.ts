@@ -5,7 +5,7 @@ import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import type { Users } from "./users.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
 
 export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -206,6 +206,7 @@ function readToken(tokenFile: string | undefined, env: Record<string, string | u
     if (token === "") throw new ConfigError("no token: set EDGESOCKS_TOKEN in the environment or pass --token-file PATH");
   }
   if (/\s|,/.test(token)) throw new ConfigError("the token must not contain white space or commas");
+  if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`the token is shorter than ${MIN_TOKEN_LENGTH} characters; the edge would refuse it`);
   return token;
 }
 

@@ -1,6 +1,6 @@
 // The Worker's configuration, read once per request from its bindings into one typed object.
 
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./protocol.ts";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "./protocol.ts";
 
 /** Bindings the Worker reads. EDGESOCKS_TOKEN is a secret; the rest are plain vars. */
 export type EdgeEnv = {
@@ -22,8 +22,6 @@ export type EdgeConfig = {
   readBytes: number;
 };
 
-/** Shortest token accepted: shorter secrets are guessable, and an edge relay is worth guessing. */
-export const MIN_TOKEN_LENGTH = 16;
 /**
  * 256 KiB BYOB reads: workerd's default reader yields ~4 KiB chunks (~45 MB/s as one message
  * each); reads into 256 KiB-1 MiB buffers measured 250-390 MB/s on this machine.

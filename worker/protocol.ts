@@ -11,6 +11,11 @@ export const PROTOCOL_VERSION = 1;
 export const SUBPROTOCOL = `edgesocks.v${PROTOCOL_VERSION}`;
 /** Path of the tunnel endpoint on the Worker. */
 export const TUNNEL_PATH = "/tunnel";
+/**
+ * Shortest bearer token the edge accepts: shorter secrets are guessable, and an edge relay is
+ * worth guessing. The agent checks it at start so a short token is not a 401 on every connection.
+ */
+export const MIN_TOKEN_LENGTH = 16;
 
 /** First byte of every binary WebSocket message. */
 export const FrameType = {
@@ -427,13 +432,15 @@ export function parseIPv6(text: string): number[] | undefined {
   if (input.includes("%")) return undefined; // zone ids name a local interface; no meaning at the edge
   const halves = input.split("::");
   if (halves.length > 2) return undefined;
-  const parseGroups = (part: string): number[] | undefined => {
+  // An embedded IPv4 address fills the low 32 bits (RFC 4291 section 2.2), so only the part of
+  // the text that ends the address may end in one: "::1.2.3.4" yes, "1.2.3.4::" no.
+  const parseGroups = (part: string, endsAddress: boolean): number[] | undefined => {
     if (part === "") return [];
     const groups = part.split(":");
     const words: number[] = [];
     for (let index = 0; index < groups.length; index++) {
       const group = groups[index] ?? "";
-      if (index === groups.length - 1 && group.includes(".")) {
+      if (endsAddress && index === groups.length - 1 && group.includes(".")) {
         const octets = parseIPv4(group);
         if (!octets) return undefined;
         words.push(((octets[0] ?? 0) << 8) | (octets[1] ?? 0), ((octets[2] ?? 0) << 8) | (octets[3] ?? 0));
@@ -444,8 +451,8 @@ export function parseIPv6(text: string): number[] | undefined {
     }
     return words;
   };
-  const head = parseGroups(halves[0] ?? "");
-  const tail = halves.length === 2 ? parseGroups(halves[1] ?? "") : [];
+  const head = parseGroups(halves[0] ?? "", halves.length === 1);
+  const tail = halves.length === 2 ? parseGroups(halves[1] ?? "", true) : [];
   if (!head || !tail) return undefined;
   let words: number[];
   if (halves.length === 2) {

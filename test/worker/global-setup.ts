@@ -3,6 +3,7 @@
 
 import { createServer, type Server } from "node:net";
 import type { TestProject } from "vitest/node";
+import { SOURCE_BYTES, patternBytes } from "./pattern.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -12,6 +13,8 @@ declare module "vitest" {
     countThenReplyPort: number;
     /** A port with nothing listening: connect() is refused. */
     closedPort: number;
+    /** Sends SOURCE_BYTES of patternBytes() on connect, then FIN: a fast origin for flow control. */
+    sourcePort: number;
   }
 }
 
@@ -32,6 +35,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
     });
     socket.on("end", () => socket.end(`received ${receivedBytes} bytes`));
   });
+  const sourcePayload = patternBytes(SOURCE_BYTES);
+  const source = createServer({ allowHalfOpen: true }, (socket) => {
+    // The edge closes the socket early when a test stops reading: not an error here.
+    socket.on("error", () => {});
+    socket.end(sourcePayload);
+  });
   const closed = createServer();
   const closedPort = await listen(closed);
   await new Promise<void>((resolve) => closed.close(() => resolve()));
@@ -39,8 +48,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("echoPort", await listen(echo));
   project.provide("countThenReplyPort", await listen(countThenReply));
   project.provide("closedPort", closedPort);
+  project.provide("sourcePort", await listen(source));
   return async () => {
     echo.close();
     countThenReply.close();
+    source.close();
   };
 }
