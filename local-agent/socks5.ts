@@ -1,6 +1,6 @@
 // SOCKS5 (RFC 1928) message codec for the agent: pure, bytes in and typed values out.
 
-import { AddressType, MAX_DOMAIN_BYTES, StreamStatus, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
+import { AddressType, MAX_DOMAIN_BYTES, StreamStatus, encodeAddress, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
 
 export const SOCKS_VERSION = 0x05;
 
@@ -96,42 +96,53 @@ export function parseRequest(input: Uint8Array): ParseResult<Request> {
   if (input[0] !== SOCKS_VERSION) throw new Socks5Error(undefined, `not SOCKS5: request version byte is 0x${hex(input[0])}`);
   if (input.byteLength < 4) return "incomplete";
   const command = input[1] ?? 0;
-  const addressType = input[3] ?? 0;
   if (input[2] !== 0x00) throw new Socks5Error(Reply.GeneralFailure, `reserved byte is 0x${hex(input[2])}, not 0x00`);
-  let offset = 4;
+  const address = parseAddress(input, 3);
+  if (address === "incomplete") return "incomplete";
+  if (command !== Command.Connect && command !== Command.Bind && command !== Command.UdpAssociate) {
+    throw new Socks5Error(Reply.CommandNotSupported, `command 0x${hex(command)} is not one RFC 1928 defines`);
+  }
+  return { value: { command, destination: address.value }, bytesUsed: address.bytesUsed };
+}
+
+/**
+ * Parses ATYP, DST.ADDR and DST.PORT starting at `offset` (RFC 1928 sections 4 and 7 share the
+ * layout); bytesUsed counts from the start of `input`. Throws Socks5Error for an address type
+ * RFC 1928 does not define, an empty domain, or a name no DNS could hold.
+ */
+export function parseAddress(input: Uint8Array, offset: number): ParseResult<Destination> {
+  if (input.byteLength < offset + 1) return "incomplete";
+  const addressType = input[offset] ?? 0;
+  let position = offset + 1;
   let destination: Destination;
   switch (addressType) {
     case AddressType.IPv4: {
-      if (input.byteLength < offset + 4 + 2) return "incomplete";
-      destination = { type: AddressType.IPv4, host: Array.from(input.subarray(offset, offset + 4)).join("."), port: 0 };
-      offset += 4;
+      if (input.byteLength < position + 4 + 2) return "incomplete";
+      destination = { type: AddressType.IPv4, host: Array.from(input.subarray(position, position + 4)).join("."), port: 0 };
+      position += 4;
       break;
     }
     case AddressType.IPv6: {
-      if (input.byteLength < offset + 16 + 2) return "incomplete";
-      destination = { type: AddressType.IPv6, host: formatIPv6(input.subarray(offset, offset + 16)), port: 0 };
-      offset += 16;
+      if (input.byteLength < position + 16 + 2) return "incomplete";
+      destination = { type: AddressType.IPv6, host: formatIPv6(input.subarray(position, position + 16)), port: 0 };
+      position += 16;
       break;
     }
     case AddressType.Domain: {
-      if (input.byteLength < offset + 1) return "incomplete";
-      const length = input[offset] ?? 0;
+      if (input.byteLength < position + 1) return "incomplete";
+      const length = input[position] ?? 0;
       if (length === 0) throw new Socks5Error(Reply.GeneralFailure, "domain name is empty");
-      if (input.byteLength < offset + 1 + length + 2) return "incomplete";
-      const host = decodeDomain(input.subarray(offset + 1, offset + 1 + length));
+      if (input.byteLength < position + 1 + length + 2) return "incomplete";
+      const host = decodeDomain(input.subarray(position + 1, position + 1 + length));
       destination = domainDestination(host);
-      offset += 1 + length;
+      position += 1 + length;
       break;
     }
     default:
       throw new Socks5Error(Reply.AddressTypeNotSupported, `address type 0x${hex(addressType)} is not one RFC 1928 defines`);
   }
-  const port = ((input[offset] ?? 0) << 8) | (input[offset + 1] ?? 0);
-  offset += 2;
-  if (command !== Command.Connect && command !== Command.Bind && command !== Command.UdpAssociate) {
-    throw new Socks5Error(Reply.CommandNotSupported, `command 0x${hex(command)} is not one RFC 1928 defines`);
-  }
-  return { value: { command, destination: { ...destination, port } }, bytesUsed: offset };
+  const port = ((input[position] ?? 0) << 8) | (input[position + 1] ?? 0);
+  return { value: { ...destination, port }, bytesUsed: position + 2 };
 }
 
 /** Version byte of the username/password subnegotiation (RFC 1929), not the SOCKS version. */
@@ -166,6 +177,15 @@ export function encodeUserPassStatus(accepted: boolean): Uint8Array {
 /** A reply (RFC 1928 section 6). The bound address is 0.0.0.0:0: the edge's socket is not ours to name. */
 export function encodeReply(reply: Reply): Uint8Array {
   return Uint8Array.of(SOCKS_VERSION, reply, 0x00, AddressType.IPv4, 0, 0, 0, 0, 0, 0);
+}
+
+/**
+ * A success reply naming the address and port the agent bound for the client: UDP ASSOCIATE's
+ * relay (RFC 1928 section 7), where the client must learn where to send its datagrams.
+ */
+export function encodeBoundReply(bound: Destination): Uint8Array {
+  const address = encodeAddress(bound);
+  return Uint8Array.of(SOCKS_VERSION, Reply.Succeeded, 0x00, ...address, bound.port >>> 8, bound.port & 0xff);
 }
 
 function decodeDomain(bytes: Uint8Array): string {

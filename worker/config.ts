@@ -8,6 +8,8 @@ export type EdgeEnv = {
   EDGESOCKS_TOKEN?: string;
   /** Receive window per stream for the upload direction (bytes). */
   EDGESOCKS_WINDOW_BYTES?: string;
+  /** The DNS-over-HTTPS resolver (RFC 8484 POST) that answers the agent's DNS queries. */
+  EDGESOCKS_DOH_URL?: string;
 };
 
 export type EdgeConfig = {
@@ -20,6 +22,10 @@ export type EdgeConfig = {
   openTimeoutMs: number;
   /** Size of each BYOB read from the destination socket (capped by the agent's credit). */
   readBytes: number;
+  /** Where POST /dns sends each query: an http(s) DNS-over-HTTPS URL. */
+  dohUrl: string;
+  /** How long the resolver has to answer before the agent hears 502. */
+  dohTimeoutMs: number;
 };
 
 /**
@@ -29,6 +35,10 @@ export type EdgeConfig = {
 export const DEFAULT_READ_BYTES = 256 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
+/** Cloudflare's own resolver: reached from a Worker without leaving Cloudflare's network. */
+export const DEFAULT_DOH_URL = "https://cloudflare-dns.com/dns-query";
+/** Stub resolvers retry after 1-5 s; an answer later than this is one the client no longer waits for. */
+export const DEFAULT_DOH_TIMEOUT_MS = 5_000;
 
 /** A configuration the Worker cannot serve with; the message names the binding to fix. */
 export class EdgeConfigError extends Error {
@@ -53,11 +63,24 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
       throw new EdgeConfigError(`EDGESOCKS_WINDOW_BYTES must be an integer from ${MIN_WINDOW_BYTES} to ${MAX_WINDOW_BYTES}`);
     }
   }
+  const dohUrl = env.EDGESOCKS_DOH_URL === undefined || env.EDGESOCKS_DOH_URL === "" ? DEFAULT_DOH_URL : env.EDGESOCKS_DOH_URL;
+  if (!isHttpUrl(dohUrl)) throw new EdgeConfigError("EDGESOCKS_DOH_URL must be an http:// or https:// URL");
   return {
     tokens,
     windowBytes,
     connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
     openTimeoutMs: DEFAULT_OPEN_TIMEOUT_MS,
     readBytes: DEFAULT_READ_BYTES,
+    dohUrl,
+    dohTimeoutMs: DEFAULT_DOH_TIMEOUT_MS,
   };
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "https:" || url.protocol === "http:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
 }

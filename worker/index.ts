@@ -2,7 +2,8 @@
 
 import { Hono } from "hono";
 import type { EdgeEnv } from "./config.ts";
-import { PROTOCOL_VERSION, TUNNEL_PATH } from "./protocol.ts";
+import { handleDnsRequest } from "./dns-endpoint.ts";
+import { DNS_PATH, PROTOCOL_VERSION, TUNNEL_PATH } from "./protocol.ts";
 import { handleTunnelRequest } from "./tunnel-endpoint.ts";
 import { EDGESOCKS_VERSION } from "./version.ts";
 
@@ -10,7 +11,8 @@ const app = new Hono<{ Bindings: EdgeEnv }>();
 
 app.get("/healthz", (c) => c.json({ name: "edgesocks", version: EDGESOCKS_VERSION, protocol: PROTOCOL_VERSION }));
 app.all(TUNNEL_PATH, (c) => handleTunnelRequest(c.req.raw, c.env, c.executionCtx));
-app.notFound((c) => c.text(`not found: edgesocks serves ${TUNNEL_PATH} and /healthz\n`, 404));
+app.all(DNS_PATH, (c) => handleDnsRequest(c.req.raw, c.env));
+app.notFound((c) => c.text(`not found: edgesocks serves ${TUNNEL_PATH}, ${DNS_PATH} and /healthz\n`, 404));
 app.onError((error, c) => {
   console.error(`unhandled error: ${error.message}`);
   return c.text("internal error\n", 500);

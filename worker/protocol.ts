@@ -12,6 +12,17 @@ export const SUBPROTOCOL = `edgesocks.v${PROTOCOL_VERSION}`;
 /** Path of the tunnel endpoint on the Worker. */
 export const TUNNEL_PATH = "/tunnel";
 /**
+ * Path of the DNS endpoint on the Worker: the agent POSTs each DNS query a SOCKS5 client sends
+ * over UDP ASSOCIATE, and the edge answers it through a DNS-over-HTTPS resolver (RFC 8484).
+ */
+export const DNS_PATH = "/dns";
+/** Media type of a DNS message in an HTTP body, both ways (RFC 8484 section 6). */
+export const DNS_MESSAGE_TYPE = "application/dns-message";
+/** Largest DNS message: TCP frames one with a 16-bit length (RFC 1035 section 4.2.2), and DoH keeps that bound. */
+export const MAX_DNS_MESSAGE_BYTES = 65535;
+/** The fixed DNS header (RFC 1035 section 4.1.1): anything shorter is not a DNS message. */
+export const DNS_HEADER_BYTES = 12;
+/**
  * Shortest bearer token the edge accepts: shorter secrets are guessable, and an edge relay is
  * worth guessing. The agent checks it at start so a short token is not a 401 on every connection.
  */
@@ -257,7 +268,11 @@ export function encodeReset(status: StreamStatus, reason = ""): Uint8Array {
   return frame;
 }
 
-function encodeAddress(destination: Destination): Uint8Array {
+/**
+ * ATYP and address bytes of a destination, laid out as in RFC 1928 section 5 (the port is the
+ * caller's). Throws RangeError for an address or port outside the protocol.
+ */
+export function encodeAddress(destination: Destination): Uint8Array {
   if (!Number.isInteger(destination.port) || destination.port < 1 || destination.port > 65535) {
     throw new RangeError(`port ${destination.port} is outside 1..65535`);
   }

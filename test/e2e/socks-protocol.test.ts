@@ -52,8 +52,12 @@ describe("SOCKS5 handshake edge cases (RFC 1928)", () => {
     expect(await exchange([...GREETING, ...connectTo(echoOrigin.port, 0x02)])).toEqual({ answer: [...METHOD_OK, ...reply(0x07)], closed: true });
   });
 
-  it("replies 0x07 to UDP ASSOCIATE", async () => {
-    expect(await exchange([...GREETING, ...connectTo(0, 0x03)])).toEqual({ answer: [...METHOD_OK, ...reply(0x07)], closed: true });
+  it("replies 0x00 to UDP ASSOCIATE naming a relay on 127.0.0.1, and holds the connection open", async () => {
+    // The relay's DNS behaviour is udp-dns.test.ts's; here only the reply's shape.
+    const { answer, closed } = await exchange([...GREETING, ...connectTo(0, 0x03)], 500);
+    expect(answer.slice(0, METHOD_OK.length + 8)).toEqual([...METHOD_OK, 0x05, 0x00, 0x00, 0x01, 127, 0, 0, 1]);
+    expect(answer).toHaveLength(METHOD_OK.length + 10);
+    expect(closed).toBe(false);
   });
 
   it("replies 0x07 to a command RFC 1928 does not define", async () => {

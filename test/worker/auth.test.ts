@@ -136,7 +136,7 @@ describe("other paths", () => {
   it("answers 404 naming the paths it serves", async () => {
     const response = await exports.default.fetch("http://edge.test/socks", { headers: tunnelHeaders() });
     expect(response.status).toBe(404);
-    expect(await response.text()).toBe("not found: edgesocks serves /tunnel and /healthz\n");
+    expect(await response.text()).toBe("not found: edgesocks serves /tunnel, /dns and /healthz\n");
   });
 });
 

@@ -1,8 +1,9 @@
-// Loopback TCP servers in Node for the Worker tests: the Worker's connect() dials them from
-// workerd. Their ports reach the tests through provide()/inject().
+// Loopback servers in Node for the Worker tests: the Worker's connect() dials the TCP ones and
+// its fetch() the DoH stub, from workerd. Their ports reach the tests through provide()/inject().
 
 import { createServer, type Server } from "node:net";
 import type { TestProject } from "vitest/node";
+import { startDohStub } from "../dns/doh-stub.ts";
 import { SOURCE_BYTES, patternBytes } from "./pattern.ts";
 
 declare module "vitest" {
@@ -15,6 +16,8 @@ declare module "vitest" {
     closedPort: number;
     /** Sends SOURCE_BYTES of patternBytes() on connect, then FIN: a fast origin for flow control. */
     sourcePort: number;
+    /** A DNS-over-HTTPS resolver stub (test/dns/doh-stub.ts) for POST /dns. */
+    dohStubPort: number;
   }
 }
 
@@ -49,9 +52,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("countThenReplyPort", await listen(countThenReply));
   project.provide("closedPort", closedPort);
   project.provide("sourcePort", await listen(source));
+  const dohStub = await startDohStub();
+  project.provide("dohStubPort", dohStub.port);
   return async () => {
     echo.close();
     countThenReply.close();
     source.close();
+    await dohStub.close();
   };
 }
