@@ -1,14 +1,15 @@
-// The agent's command line and environment, parsed and validated once into one AgentConfig.
+// The agent's command line, config file and environment, parsed and validated once into one AgentConfig.
 
 import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
 import { parseArgs } from "node:util";
-import type { Users } from "./users.ts";
+import { parseConfigFile, type FileSettings } from "./config-file.ts";
+import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, type Limits, type LogLevel } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
+import { parseUserFlag, readUsersFile, resolveUsers } from "./users-config.ts";
+import type { Users } from "./users.ts";
+import { MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "../worker/protocol.ts";
 
-export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+export { ConfigError, LOG_LEVELS, parseEdgeUrl, parseListen, type LogLevel };
 
 export type AgentConfig = {
   listenHost: string;
@@ -31,7 +32,7 @@ export type AgentConfig = {
   logLevel: LogLevel;
   /** Which destinations go direct by default; kept to describe the routing (PAC file, logs). */
   bypass: BypassMode;
-  /** Routing rules in force, in order: the user's, then those `bypass` adds. */
+  /** Routing rules in force, in order: --rule flags, the config file's rules, then those `bypass` adds. */
   rules: RouteRule[];
   /** Users clients must authenticate as; empty: no authentication, and loopback only. */
   users: Users;
@@ -39,34 +40,39 @@ export type AgentConfig = {
 
 export type AgentCommand = { kind: "run"; config: AgentConfig } | { kind: "help" } | { kind: "version" };
 
-/** A bad flag, value or environment: the CLI prints the message as one line and exits 2. */
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-}
-
 export const DEFAULT_LISTEN = "127.0.0.1:1080";
 export const DEFAULTS = {
-  handshakeTimeoutMs: 10_000,
-  // Longer than the edge's own 10 s connect timeout, so a slow destination is reported by the
-  // edge with its real cause rather than by this timer.
-  openTimeoutMs: 15_000,
-  pingIntervalMs: 15_000,
-  maxConnections: 1024,
+  handshakeTimeoutMs: LIMITS.handshakeTimeoutMs.fallback,
+  openTimeoutMs: LIMITS.openTimeoutMs.fallback,
+  pingIntervalMs: LIMITS.pingIntervalMs.fallback,
+  maxConnections: LIMITS.maxConnections.fallback,
   logLevel: "info" as LogLevel,
   bypass: "private" as BypassMode,
 };
 
 export const USAGE = `Usage: edgesocks --edge URL [options]
 
-Runs a SOCKS5 proxy on this machine whose connections leave from a Cloudflare Worker.
-The token is read from the environment variable EDGESOCKS_TOKEN, or from --token-file.
+Runs a SOCKS5, SOCKS4 and HTTP proxy on this machine whose connections leave from a Cloudflare
+Worker. The token is read from --token-file, the config file's tokenFile, or the environment
+variable EDGESOCKS_TOKEN, in that order; it is never written in a flag or the config file.
 
 Options:
   --edge URL                 the Worker: https://NAME.workers.dev, or http://127.0.0.1:8787 for
-                             a local edge; ws:// and wss:// are accepted too (required)
-  --listen HOST:PORT         where to serve SOCKS5 (default ${DEFAULT_LISTEN}); loopback only
+                             a local edge; ws:// and wss:// are accepted too (required, here or
+                             in --config)
+  --listen HOST:PORT         where to serve (default ${DEFAULT_LISTEN}); a host other than
+                             loopback (0.0.0.0, [::], a LAN address) needs users
+  --config PATH              read settings from a JSON file (docs/edgesocks.example.json);
+                             flags override its values; its relative paths are relative to it
+  --user NAME:PASS           a user clients must authenticate as (SOCKS5 username/password,
+                             HTTP Proxy-Authorization); repeatable. --user NAME alone reads the
+                             password from EDGESOCKS_PASSWORD_NAME (upper-cased, other
+                             characters as _), which keeps it out of the process list.
+                             With users, every client must authenticate
+  --users-file PATH          users from a file of name:password lines (# comments); added to
+                             --user and the config file's users; a name given twice is an error
   --token-file PATH          read the token from PATH instead of EDGESOCKS_TOKEN
-  --window-bytes N           receive window per stream, ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${DEFAULT_WINDOW_BYTES})
+  --window-bytes N           receive window per stream, ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${LIMITS.windowBytes.fallback})
   --handshake-timeout-ms N   time a client has for the SOCKS handshake (default ${DEFAULTS.handshakeTimeoutMs})
   --open-timeout-ms N        time the edge has to open a connection (default ${DEFAULTS.openTimeoutMs})
   --ping-interval-ms N       WebSocket keepalive interval (default ${DEFAULTS.pingIntervalMs})
@@ -74,14 +80,18 @@ Options:
   --log-level LEVEL          error, warn, info or debug (default ${DEFAULTS.logLevel})
   --rule ROUTE:MATCHER       route edge, direct or block for destinations matching suffix=NAME,
                              host=NAME|IP, cidr=ADDR/BITS, port=N|N-M (comma-joined, all must
-                             match); repeatable, first match wins; e.g. direct:suffix=corp.example
+                             match); repeatable; e.g. direct:suffix=corp.example. Rules are
+                             tried in order, first match wins: --rule flags, then the config
+                             file's rules, then those --bypass adds; no match: edge
   --bypass MODE              private (default): loopback, link-local and private networks go
                              direct; none: every destination goes through the edge
   -h, --help                 show this help
   -v, --version              show the version
 `;
 
-/** Parses argv and env into a command; throws ConfigError with a one-line message. */
+const NO_FILE: FileSettings = { users: [], rules: [], limits: {} };
+
+/** Parses argv, the --config file and env into a command; throws ConfigError with a one-line message. */
 export function parseAgentCommand(argv: string[], env: Record<string, string | undefined>): AgentCommand {
   let values;
   try {
@@ -92,6 +102,9 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       options: {
         edge: { type: "string" },
         listen: { type: "string" },
+        config: { type: "string" },
+        user: { type: "string", multiple: true },
+        "users-file": { type: "string" },
         "token-file": { type: "string" },
         "window-bytes": { type: "string" },
         "handshake-timeout-ms": { type: "string" },
@@ -111,96 +124,65 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
 
-  if (values.edge === undefined) throw new ConfigError("--edge URL is required (for a local edge: --edge http://127.0.0.1:8787)");
-  const { tunnelUrl, edgeLabel } = parseEdgeUrl(values.edge);
-  const { host: listenHost, port: listenPort } = parseListen(values.listen ?? DEFAULT_LISTEN);
-  const logLevel = values["log-level"] ?? DEFAULTS.logLevel;
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
-    throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, not "${logLevel}"`);
-  }
-  const bypass = values.bypass ?? DEFAULTS.bypass;
-  if (!(BYPASS_MODES as readonly string[]).includes(bypass)) {
-    throw new ConfigError(`--bypass must be one of ${BYPASS_MODES.join(", ")}, not "${bypass}"`);
-  }
-  let userRules: RouteRule[];
+  const file = values.config === undefined ? NO_FILE : parseConfigFile(readText(values.config, `--config ${values.config}`), values.config);
+  const edge = values.edge !== undefined ? parseEdgeUrl(values.edge) : file.edge;
+  if (edge === undefined) throw new ConfigError("--edge URL is required (for a local edge: --edge http://127.0.0.1:8787)");
+  const listen = values.listen !== undefined ? parseListen(values.listen) : (file.listen ?? parseListen(DEFAULT_LISTEN));
+  const logLevel = values["log-level"] !== undefined ? oneOf("--log-level", values["log-level"], LOG_LEVELS) : (file.logLevel ?? DEFAULTS.logLevel);
+  const bypass = values.bypass !== undefined ? oneOf("--bypass", values.bypass, BYPASS_MODES) : (file.bypass ?? DEFAULTS.bypass);
+  let flagRules: RouteRule[];
   try {
-    userRules = (values.rule ?? []).map(parseRuleText);
+    flagRules = (values.rule ?? []).map(parseRuleText);
   } catch (error) {
     if (error instanceof RuleError) throw new ConfigError(`--rule ${error.message.replace(/^rule /, "")}`);
     throw error;
   }
+  const flagUsers = (values.user ?? []).map(parseUserFlag);
+  if (values["users-file"] !== undefined) flagUsers.push(...readUsersFile(values["users-file"]));
+  const users = resolveUsers([...flagUsers, ...file.users], env);
+  if (users.size === 0 && !isLoopbackHost(listen.host)) {
+    throw new ConfigError(
+      `refusing to listen on ${listen.host}: no users are configured, so anyone who can reach it could use the proxy; add users (--user NAME:PASS, --users-file PATH or "users" in --config) or serve loopback only (127.0.0.1, ::1, localhost)`,
+    );
+  }
+  const limits = {} as Limits;
+  for (const name of LIMIT_NAMES) {
+    const text = values[LIMITS[name].flag.slice(2) as keyof typeof values];
+    limits[name] = typeof text === "string" ? parseLimit(name, text, LIMITS[name].flag) : (file.limits[name] ?? LIMITS[name].fallback);
+  }
+  const tokenSource =
+    values["token-file"] !== undefined
+      ? { path: values["token-file"], label: `--token-file ${values["token-file"]}` }
+      : file.tokenFile !== undefined
+        ? { path: file.tokenFile, label: `${values.config}: tokenFile ${file.tokenFile}` }
+        : undefined;
   return {
     kind: "run",
     config: {
-      listenHost,
-      listenPort,
-      tunnelUrl,
-      edgeLabel,
-      token: readToken(values["token-file"], env),
-      windowBytes: integerOption("--window-bytes", values["window-bytes"], DEFAULT_WINDOW_BYTES, MIN_WINDOW_BYTES, MAX_WINDOW_BYTES),
-      handshakeTimeoutMs: integerOption("--handshake-timeout-ms", values["handshake-timeout-ms"], DEFAULTS.handshakeTimeoutMs, 100, 600_000),
-      openTimeoutMs: integerOption("--open-timeout-ms", values["open-timeout-ms"], DEFAULTS.openTimeoutMs, 100, 600_000),
-      pingIntervalMs: integerOption("--ping-interval-ms", values["ping-interval-ms"], DEFAULTS.pingIntervalMs, 100, 600_000),
-      maxConnections: integerOption("--max-connections", values["max-connections"], DEFAULTS.maxConnections, 1, 100_000),
-      logLevel: logLevel as LogLevel,
-      bypass: bypass as BypassMode,
-      rules: effectiveRules(userRules, bypass as BypassMode),
-      users: new Map(),
+      listenHost: listen.host,
+      listenPort: listen.port,
+      tunnelUrl: edge.tunnelUrl,
+      edgeLabel: edge.edgeLabel,
+      token: readToken(tokenSource, env),
+      ...limits,
+      logLevel,
+      bypass,
+      rules: effectiveRules([...flagRules, ...file.rules], bypass),
+      users,
     },
   };
 }
 
-/** The tunnel URL for an edge given as http(s):// or ws(s)://, with /tunnel appended to its path. */
-export function parseEdgeUrl(text: string): { tunnelUrl: string; edgeLabel: string } {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new ConfigError(`--edge "${text}" is not a URL; expected https://NAME.workers.dev or http://127.0.0.1:8787`);
-  }
-  const schemes: Record<string, string> = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" };
-  const wsScheme = schemes[url.protocol];
-  if (!wsScheme) throw new ConfigError(`--edge must be an http, https, ws or wss URL, not ${url.protocol}//`);
-  if (url.username || url.password) throw new ConfigError("--edge must not carry credentials; the token comes from EDGESOCKS_TOKEN or --token-file");
-  if (url.search || url.hash) throw new ConfigError("--edge must not carry a query or fragment");
-  const edgeLabel = url.toString().replace(/\/$/, "");
-  const basePath = url.pathname.replace(/\/+$/, "");
-  const path = basePath.endsWith(TUNNEL_PATH) ? basePath : `${basePath}${TUNNEL_PATH}`;
-  return { tunnelUrl: `${wsScheme}//${url.host}${path}`, edgeLabel };
+function oneOf<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(value)) throw new ConfigError(`${flag} must be one of ${allowed.join(", ")}, not "${value}"`);
+  return value as T;
 }
 
-/** HOST:PORT or [IPv6]:PORT; only loopback hosts, since the agent has no client authentication yet. */
-export function parseListen(text: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
-  if (!match) throw new ConfigError(`--listen "${text}" is not HOST:PORT (IPv6 as [::1]:1080)`);
-  const host = match[1] ?? match[2] ?? "";
-  const port = Number(match[3]);
-  if (port > 65535) throw new ConfigError(`--listen port ${port} is outside 0..65535`);
-  if (!isLoopbackHost(host)) {
-    throw new ConfigError(
-      `refusing to listen on ${host}: edgesocks has no client authentication yet, so it serves loopback only (127.0.0.0/8, ::1, localhost)`,
-    );
-  }
-  return { host, port };
-}
-
-function isLoopbackHost(host: string): boolean {
-  if (host === "localhost") return true;
-  if (isIP(host) === 4) return host.startsWith("127.");
-  if (isIP(host) === 6) return host === "::1" || /^(0{0,4}:){7}0{0,3}1$/.test(host);
-  return false;
-}
-
-function readToken(tokenFile: string | undefined, env: Record<string, string | undefined>): string {
+function readToken(source: { path: string; label: string } | undefined, env: Record<string, string | undefined>): string {
   let token: string;
-  if (tokenFile !== undefined) {
-    try {
-      token = readFileSync(tokenFile, "utf8").trim();
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
-      throw new ConfigError(`--token-file ${tokenFile} cannot be read (${code})`);
-    }
-    if (token === "") throw new ConfigError(`--token-file ${tokenFile} is empty`);
+  if (source !== undefined) {
+    token = readText(source.path, source.label).trim();
+    if (token === "") throw new ConfigError(`${source.label} is empty`);
   } else {
     token = (env.EDGESOCKS_TOKEN ?? "").trim();
     if (token === "") throw new ConfigError("no token: set EDGESOCKS_TOKEN in the environment or pass --token-file PATH");
@@ -210,11 +192,11 @@ function readToken(tokenFile: string | undefined, env: Record<string, string | u
   return token;
 }
 
-function integerOption(flag: string, text: string | undefined, fallback: number, min: number, max: number): number {
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${flag} must be an integer from ${min} to ${max}, not "${text}"`);
+function readText(path: string, label: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(`${label} cannot be read (${code})`);
   }
-  return value;
 }

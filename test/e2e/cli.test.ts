@@ -20,17 +20,19 @@ describe("edgesocks command line", () => {
   it("documents every flag in --help and exits 0", () => {
     const { status, stdout } = runAgent(["--help"]);
     expect(status).toBe(0);
-    for (const flag of ["--edge", "--listen", "--token-file", "--window-bytes", "--handshake-timeout-ms", "--open-timeout-ms", "--ping-interval-ms", "--max-connections", "--log-level", "--help", "--version"]) {
+    for (const flag of ["--edge", "--listen", "--token-file", "--window-bytes", "--handshake-timeout-ms", "--open-timeout-ms", "--ping-interval-ms", "--max-connections", "--log-level", "--rule", "--bypass", "--config", "--user", "--users-file", "--help", "--version"]) {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toContain("EDGESOCKS_TOKEN");
+    expect(stdout).toContain("EDGESOCKS_PASSWORD_NAME");
+    expect(stdout).toMatch(/first match wins: --rule flags, then the config\s+file's rules, then those --bypass adds/);
   });
 
   it.each([
     [["--bogus", ...EDGE], /^edgesocks: Unknown option '--bogus'/],
     [[], /^edgesocks: --edge URL is required/],
     [["--edge", "ftp://example.test"], /^edgesocks: --edge must be an http, https, ws or wss URL/],
-    [[...EDGE, "--listen", "0.0.0.0:1080"], /^edgesocks: refusing to listen on 0\.0\.0\.0: .*loopback only/],
+    [[...EDGE, "--listen", "0.0.0.0:1080"], /^edgesocks: refusing to listen on 0\.0\.0\.0: no users are configured, .*add users/],
     [[...EDGE, "--listen", "1080"], /^edgesocks: --listen "1080" is not HOST:PORT/],
     [[...EDGE, "--window-bytes", "12"], /^edgesocks: --window-bytes must be an integer from 16384 to/],
     [[...EDGE, "--log-level", "loud"], /^edgesocks: --log-level must be one of error, warn, info, debug/],

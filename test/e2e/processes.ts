@@ -69,6 +69,8 @@ export type RunningAgent = {
   pid: number;
   /** Everything the agent has written to stderr so far (its log). */
   log(): string;
+  /** Everything the agent has written to stdout so far (its ready line). */
+  output(): string;
   /** Resolves with the first log line matching `pattern`; rejects after `timeoutMs`. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
@@ -86,8 +88,8 @@ export async function startAgent(edgeUrl: string, token: string, extraArgs: stri
   });
   let stderr = "";
   child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  let stdout = "";
   const port = await new Promise<number>((resolve, reject) => {
-    let stdout = "";
     child.stdout?.on("data", (chunk: Buffer) => {
       stdout += chunk.toString();
       const match = /proxy on 127\.0\.0\.1:(\d+) -> edge /.exec(stdout);
@@ -104,7 +106,7 @@ export async function startAgent(edgeUrl: string, token: string, extraArgs: stri
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   };
-  return { port, pid: child.pid ?? 0, log: () => stderr, waitForLog, stop: () => stopChild(child) };
+  return { port, pid: child.pid ?? 0, log: () => stderr, output: () => stdout, waitForLog, stop: () => stopChild(child) };
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {

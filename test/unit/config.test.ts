@@ -288,12 +288,27 @@ describe("parseListen", () => {
     expect(parseListen(text)).toEqual({ host, port });
   });
 
-  it.each(["0.0.0.0:1080", "192.168.1.2:1080", "10.0.0.1:1080", "[::]:1080", "[2001:db8::1]:1080", "[::2]:1080", "example.com:1080", "127.0.0.1.nip.io:1080"])(
-    "refuses non-loopback %s",
-    (text) => {
-      expect(configError(() => parseListen(text)).message).toMatch(/^refusing to listen on .*: edgesocks has no client authentication yet/);
-    },
-  );
+  it.each([
+    ["0.0.0.0:1080", "0.0.0.0"],
+    ["192.168.1.2:1080", "192.168.1.2"],
+    ["10.0.0.1:1080", "10.0.0.1"],
+    ["[::]:1080", "::"],
+    ["[2001:db8::1]:1080", "2001:db8::1"],
+    ["[::2]:1080", "::2"],
+    ["example.com:1080", "example.com"],
+    ["127.0.0.1.nip.io:1080", "127.0.0.1.nip.io"],
+  ])("parses non-loopback %s, which parseAgentCommand allows only with users", (text, host) => {
+    expect(parseListen(text)).toEqual({ host, port: 1080 });
+    const error = configError(() => parseAgentCommand([...EDGE, "--listen", text], ENV));
+    expect(error.message).toBe(
+      `refusing to listen on ${host}: no users are configured, so anyone who can reach it could use the proxy; add users (--user NAME:PASS, --users-file PATH or "users" in --config) or serve loopback only (127.0.0.1, ::1, localhost)`,
+    );
+    expect(runConfig([...EDGE, "--listen", text, "--user", "alice:secret"])).toMatchObject({ listenHost: host, listenPort: 1080 });
+  });
+
+  it.each(["[localhost]:1080", "[127.0.0.1]:1080"])("refuses %s: only IPv6 goes in brackets", (text) => {
+    expect(configError(() => parseListen(text)).message).toMatch(/only an IPv6 address goes in brackets/);
+  });
 
   it.each(["1080", "127.0.0.1", "127.0.0.1:", ":1080", "::1:1080", "[::1]1080", "[::1]:", "127.0.0.1:-1", "127.0.0.1:http", "127.0.0.1:123456", "127.0.0.1:1080 "])(
     "refuses %j, which is not HOST:PORT",

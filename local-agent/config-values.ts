@@ -1,0 +1,80 @@
+// Parsers for single configuration values that both the command line (config.ts) and the config
+// file (config-file.ts) accept. Each takes a label (`--listen`, `/etc/edgesocks.json: listen`)
+// so its error names where the bad value came from.
+
+import { isIP } from "node:net";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
+
+/** A bad flag, value, file or environment: the CLI prints the message as one line and exits 2. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The numeric limits, each settable by a flag and in the config file's `limits`. */
+export const LIMITS = {
+  windowBytes: { flag: "--window-bytes", min: MIN_WINDOW_BYTES, max: MAX_WINDOW_BYTES, fallback: DEFAULT_WINDOW_BYTES },
+  handshakeTimeoutMs: { flag: "--handshake-timeout-ms", min: 100, max: 600_000, fallback: 10_000 },
+  // Longer than the edge's own 10 s connect timeout, so a slow destination is reported by the
+  // edge with its real cause rather than by this timer.
+  openTimeoutMs: { flag: "--open-timeout-ms", min: 100, max: 600_000, fallback: 15_000 },
+  pingIntervalMs: { flag: "--ping-interval-ms", min: 100, max: 600_000, fallback: 15_000 },
+  maxConnections: { flag: "--max-connections", min: 1, max: 100_000, fallback: 1024 },
+} as const;
+export type LimitName = keyof typeof LIMITS;
+export type Limits = Record<LimitName, number>;
+export const LIMIT_NAMES = Object.keys(LIMITS) as LimitName[];
+
+/** The tunnel URL for an edge given as http(s):// or ws(s)://, with /tunnel appended to its path. */
+export function parseEdgeUrl(text: string, label = "--edge"): { tunnelUrl: string; edgeLabel: string } {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`${label} "${text}" is not a URL; expected https://NAME.workers.dev or http://127.0.0.1:8787`);
+  }
+  const schemes: Record<string, string> = { "http:": "ws:", "https:": "wss:", "ws:": "ws:", "wss:": "wss:" };
+  const wsScheme = schemes[url.protocol];
+  if (!wsScheme) throw new ConfigError(`${label} must be an http, https, ws or wss URL, not ${url.protocol}//`);
+  if (url.username || url.password) throw new ConfigError(`${label} must not carry credentials; the token comes from EDGESOCKS_TOKEN or --token-file`);
+  if (url.search || url.hash) throw new ConfigError(`${label} must not carry a query or fragment`);
+  const edgeLabel = url.toString().replace(/\/$/, "");
+  const basePath = url.pathname.replace(/\/+$/, "");
+  const path = basePath.endsWith(TUNNEL_PATH) ? basePath : `${basePath}${TUNNEL_PATH}`;
+  return { tunnelUrl: `${wsScheme}//${url.host}${path}`, edgeLabel };
+}
+
+/**
+ * HOST:PORT or [IPv6]:PORT. Any host parses; whether a non-loopback one may be used depends on
+ * the users, so config.ts checks that with isLoopbackHost once they are known.
+ */
+export function parseListen(text: string, label = "--listen"): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) throw new ConfigError(`${label} "${text}" is not HOST:PORT (IPv6 as [::1]:1080)`);
+  const host = match[1] ?? match[2] ?? "";
+  const port = Number(match[3]);
+  if (port > 65535) throw new ConfigError(`${label} port ${port} is outside 0..65535`);
+  if (match[1] !== undefined && isIP(host) !== 6) throw new ConfigError(`${label} "${text}": only an IPv6 address goes in brackets`);
+  return { host, port };
+}
+
+/** True for 127.0.0.0/8, ::1 (in any spelling) and localhost: hosts only this machine reaches. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  if (isIP(host) === 6) return host === "::1" || /^(0{0,4}:){7}0{0,3}1$/.test(host);
+  return false;
+}
+
+/** A limit's value from decimal text (a flag) or a JSON number, checked against its range. */
+export function parseLimit(name: LimitName, value: string | number, label: string): number {
+  const { min, max } = LIMITS[name];
+  const number = Number(value);
+  const wellFormed = typeof value === "number" || /^\d+$/.test(value);
+  if (!wellFormed || !Number.isSafeInteger(number) || number < min || number > max) {
+    throw new ConfigError(`${label} must be an integer from ${min} to ${max}, not ${typeof value === "number" ? value : `"${value}"`}`);
+  }
+  return number;
+}
