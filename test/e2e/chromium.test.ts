@@ -11,7 +11,16 @@ let origin: HttpOrigin;
 let browser: Browser;
 
 beforeAll(async () => {
-  agent = await startAgent(inject("edgeUrl"), inject("edgeToken"));
+  // Only the test origin may leave through the edge: Chromium's own background requests
+  // (accounts, updates) are blocked, so nothing here ever reaches for a non-loopback address.
+  agent = await startAgent(inject("edgeUrl"), inject("edgeToken"), [
+    "--rule",
+    "edge:host=127.0.0.1",
+    "--rule",
+    "edge:host=localhost",
+    "--rule",
+    "block:port=1-65535",
+  ]);
   origin = await startHttpOrigin();
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",

@@ -1,0 +1,78 @@
+// One absolute-form request (`GET http://host/path`) forwarded by the agent itself: the request
+// goes to the origin over whatever route the destination takes (edge, direct, block), through a
+// duplexPair whose one half is the route's "client" and the other the socket of an HTTP client
+// request; the origin's answer streams back to the proxy client with backpressure.
+
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
+import { duplexPair } from "node:stream";
+import type { AgentConfig } from "./config.ts";
+import { openStream } from "./dialer.ts";
+import { endToEndHeaders, httpStatusForFailure, oneLine, type ProxyTarget } from "./http-proxy.ts";
+import type { Logger } from "./log.ts";
+import { STATUS_NAMES, type OpenAnswer } from "./stream-request.ts";
+import { StreamStatus } from "../worker/protocol.ts";
+
+/** Forwards `request` to `target` and answers `response` with the origin's reply, or 403/502/504. */
+export function forwardRequest(request: IncomingMessage, response: ServerResponse, target: ProxyTarget, label: string, config: AgentConfig, log: Logger): void {
+  const [originSocket, routeSide] = duplexPair();
+  let openFailure: { status: StreamStatus; reason: string } | undefined;
+  // The route ends routeSide after failed(): the HTTP client request then fails with "socket hang
+  // up", and its error handler finds the recorded cause here.
+  const answer: OpenAnswer = {
+    succeeded: () => undefined,
+    failed: (status, reason) => {
+      openFailure = { status, reason };
+      return undefined;
+    },
+  };
+  // A duplexPair half does not pass its destruction to the other. A route's reset must reach
+  // the HTTP client request, and an HTTP client done with its socket must release the route;
+  // setImmediate lets an orderly end's pending 'finish' reach the route first.
+  routeSide.once("close", () => {
+    if (!originSocket.destroyed) originSocket.destroy(routeSide.errored ?? undefined);
+  });
+  originSocket.once("close", () => setImmediate(() => routeSide.destroy()));
+
+  const headers = endToEndHeaders(request.headersDistinct);
+  // RFC 9112 section 3.2.2: a proxy sets Host from the absolute-form target.
+  headers.host = [target.hostHeader];
+  // Node decodes a chunked body; the upstream request re-chunks it rather than guess a length.
+  if (request.headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = ["chunked"];
+  const upstream = httpRequest({ createConnection: () => originSocket, method: request.method, path: target.path, headers, setHost: false });
+
+  const answerFailure = (status: StreamStatus, reason: string) => {
+    if (response.headersSent) {
+      // Mid-body: cut the client off so it cannot take a truncated body for a whole one.
+      response.destroy();
+      return;
+    }
+    const body = `${STATUS_NAMES[status]}: ${oneLine(reason)}\n`;
+    response.writeHead(httpStatusForFailure(status), {
+      "Content-Type": "text/plain; charset=utf-8",
+      "Content-Length": Buffer.byteLength(body),
+      Connection: "close",
+    });
+    response.end(body);
+  };
+  upstream.on("response", (originResponse) => {
+    response.writeHead(originResponse.statusCode ?? 502, originResponse.statusMessage, endToEndHeaders(originResponse.headersDistinct));
+    originResponse.pipe(response);
+    originResponse.on("error", () => response.destroy());
+    // The origin (or the route) broke off mid-body: pass the cut on rather than end cleanly.
+    originResponse.on("close", () => {
+      if (!originResponse.complete) response.destroy();
+    });
+  });
+  upstream.on("error", (error: NodeJS.ErrnoException) => {
+    if (openFailure) answerFailure(openFailure.status, openFailure.reason);
+    else answerFailure(StreamStatus.GeneralFailure, `origin connection failed (${error.code ?? error.message})`);
+    log.debug(`${label} HTTP ${request.method ?? "?"} ${target.hostHeader}: upstream request ${error.code ?? error.message}`);
+  });
+  response.on("close", () => {
+    // The client left (or was cut off) before the whole answer: abandon the origin request too.
+    if (!response.writableFinished) upstream.destroy();
+  });
+  request.pipe(upstream);
+
+  openStream({ client: routeSide, clientLabel: `${label} HTTP ${request.method ?? "?"}`, destination: target.destination, earlyBytes: Buffer.alloc(0), answer, onClosed: () => {} }, config, log);
+}
