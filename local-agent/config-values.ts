@@ -3,6 +3,7 @@
 // so its error names where the bad value came from.
 
 import { isIP } from "node:net";
+import { readFileSync } from "node:fs";
 import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
 
 /** A bad flag, value, file or environment: the CLI prints the message as one line and exits 2. */
@@ -77,4 +78,14 @@ export function parseLimit(name: LimitName, value: string | number, label: strin
     throw new ConfigError(`${label} must be an integer from ${min} to ${max}, not ${typeof value === "number" ? value : `"${value}"`}`);
   }
   return number;
+}
+
+/** A file's text; a ConfigError naming `label` and the errno when it cannot be read. */
+export function readText(path: string, label: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(`${label} cannot be read (${code})`);
+  }
 }

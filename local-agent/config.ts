@@ -1,9 +1,8 @@
 // The agent's command line, config file and environment, parsed and validated once into one AgentConfig.
 
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseConfigFile, type FileSettings } from "./config-file.ts";
-import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, type Limits, type LogLevel } from "./config-values.ts";
+import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type Limits, type LogLevel } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
 import { parseUserFlag, readUsersFile, resolveUsers } from "./users-config.ts";
 import type { Users } from "./users.ts";
@@ -190,13 +189,4 @@ function readToken(source: { path: string; label: string } | undefined, env: Rec
   if (/\s|,/.test(token)) throw new ConfigError("the token must not contain white space or commas");
   if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`the token is shorter than ${MIN_TOKEN_LENGTH} characters; the edge would refuse it`);
   return token;
-}
-
-function readText(path: string, label: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
-    throw new ConfigError(`${label} cannot be read (${code})`);
-  }
 }

@@ -1,8 +1,7 @@
 // Where the users' passwords come from (--user, --users-file, the config file's `users`) and the
 // one place that reads them, checks them and refuses duplicates. Messages never hold a password.
 
-import { readFileSync } from "node:fs";
-import { ConfigError } from "./config-values.ts";
+import { ConfigError, readText } from "./config-values.ts";
 import type { Users } from "./users.ts";
 
 /** RFC 1929: user name and password are each one length byte and 1..255 bytes. */
@@ -97,13 +96,4 @@ function readPassword(source: PasswordSource, env: Record<string, string | undef
   if (password === "") throw new ConfigError(`${source.label}: ${source.path} is empty`);
   checkPassword(password, `${source.label}: ${source.path}`);
   return password;
-}
-
-function readText(path: string, label: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? "unreadable";
-    throw new ConfigError(`${label} cannot be read (${code})`);
-  }
 }

@@ -4,21 +4,14 @@
 // The checks and their statuses follow GET /tunnel's (tunnel-endpoint.ts) where they apply.
 
 import { bearerToken, tokenMatches } from "./auth.ts";
-import { EdgeConfigError, loadEdgeConfig, type EdgeConfig, type EdgeEnv } from "./config.ts";
+import type { EdgeConfig, EdgeEnv } from "./config.ts";
+import { configOrRefusal, refuse } from "./refusal.ts";
 import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol.ts";
 
 /** Answers a DNS query: 200 with the resolver's answer, or the status that says why not. */
 export async function handleDnsRequest(request: Request, env: EdgeEnv): Promise<Response> {
-  let config;
-  try {
-    config = loadEdgeConfig(env);
-  } catch (error) {
-    if (error instanceof EdgeConfigError) return refuse(500, `edgesocks is misconfigured: ${error.message}`);
-    throw error;
-  }
-  if (config.tokens.length === 0) {
-    return refuse(503, "edgesocks has no EDGESOCKS_TOKEN configured, so it answers for no one; set it with `wrangler secret put EDGESOCKS_TOKEN`");
-  }
+  const config = configOrRefusal(env, "answers");
+  if (config instanceof Response) return config;
   if (request.method !== "POST") return refuse(405, `the DNS endpoint takes POST with a ${DNS_MESSAGE_TYPE} body`, { Allow: "POST" });
   if (mediaType(request.headers.get("Content-Type")) !== DNS_MESSAGE_TYPE) {
     return refuse(415, `the DNS endpoint takes Content-Type: ${DNS_MESSAGE_TYPE}`, { Accept: DNS_MESSAGE_TYPE });
@@ -114,8 +107,4 @@ function mediaType(contentType: string | null): string {
 
 function oneLine(text: string): string {
   return text.replace(/\s+/g, " ").slice(0, 200);
-}
-
-function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(`${message}\n`, { status, headers: { "Content-Type": "text/plain; charset=utf-8", ...headers } });
 }

@@ -2,22 +2,15 @@
 // HTTP status and message, and nothing opened until all have passed.
 
 import { bearerToken, tokenMatches } from "./auth.ts";
-import { EdgeConfigError, loadEdgeConfig, type EdgeEnv } from "./config.ts";
+import type { EdgeEnv } from "./config.ts";
+import { configOrRefusal, refuse } from "./refusal.ts";
 import { SUBPROTOCOL } from "./protocol.ts";
 import { TunnelSession } from "./tunnel-session.ts";
 
 /** Answers a tunnel request: 101 with a running session, or the status that says why not. */
 export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: Pick<ExecutionContext, "waitUntil">): Promise<Response> {
-  let config;
-  try {
-    config = loadEdgeConfig(env);
-  } catch (error) {
-    if (error instanceof EdgeConfigError) return refuse(500, `edgesocks is misconfigured: ${error.message}`);
-    throw error;
-  }
-  if (config.tokens.length === 0) {
-    return refuse(503, "edgesocks has no EDGESOCKS_TOKEN configured, so it relays for no one; set it with `wrangler secret put EDGESOCKS_TOKEN`");
-  }
+  const config = configOrRefusal(env, "relays");
+  if (config instanceof Response) return config;
   if (request.method !== "GET") return refuse(405, "the tunnel endpoint takes GET with a WebSocket upgrade", { Allow: "GET" });
   if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
     return refuse(426, "the tunnel endpoint takes only WebSocket upgrades", { Upgrade: "websocket" });
@@ -38,8 +31,4 @@ export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: P
   server.accept();
   new TunnelSession(server, config, (promise) => ctx.waitUntil(promise)).start();
   return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": SUBPROTOCOL } });
-}
-
-function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(`${message}\n`, { status, headers: { "Content-Type": "text/plain; charset=utf-8", ...headers } });
 }

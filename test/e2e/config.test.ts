@@ -2,7 +2,7 @@
 // configurations exit 2 with one line; users from a config file let the right password through
 // and refuse the wrong one; the token never reaches the agent's output.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { repoRoot, startAgent, type RunningAgent } from "./processes.ts";
+import { runCurl, type CurlRun } from "./curl-run.ts";
 
 /** curl's exit code for a failed proxy handshake (SOCKS5 authentication refused, among others). */
 const CURL_PROXY_HANDSHAKE_FAILED = 97;
@@ -35,17 +36,9 @@ function runAgentCli(args: string[]) {
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-type CurlResult = { exitCode: number; stdout: Buffer; stderr: string };
-
-function curl(args: string[]): Promise<CurlResult> {
-  return new Promise((resolve) => {
-    const child = spawn("curl", ["--silent", "--show-error", "--max-time", "60", ...args]);
-    const chunks: Buffer[] = [];
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => chunks.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("close", (code) => resolve({ exitCode: code ?? -1, stdout: Buffer.concat(chunks), stderr }));
-  });
+/** curl with a 60 s limit: these tests move several MiB. */
+function curl(args: string[]): Promise<CurlRun> {
+  return runCurl(args, 60);
 }
 
 beforeAll(async () => {

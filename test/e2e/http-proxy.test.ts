@@ -1,7 +1,7 @@
 // The agent as an HTTP proxy (curl -x http://...): forwarded http:// requests with keep-alive and
 // chunked bodies, CONNECT to a TLS origin, proxy authentication, and each refusal's status.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
@@ -11,20 +11,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, startTcpOrigin, type HttpOrigin } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
+import { runCurl, type CurlRun } from "./curl-run.ts";
 
 const MIB = 1024 * 1024;
 
-type CurlResult = { exitCode: number; stdout: Buffer; stderr: string };
-
-function curl(args: string[]): Promise<CurlResult> {
-  return new Promise((resolve) => {
-    const child = spawn("curl", ["--silent", "--show-error", "--max-time", "60", ...args]);
-    const chunks: Buffer[] = [];
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => chunks.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("close", (code) => resolve({ exitCode: code ?? -1, stdout: Buffer.concat(chunks), stderr }));
-  });
+/** curl with a 60 s limit: these tests move several MiB. */
+function curl(args: string[]): Promise<CurlRun> {
+  return runCurl(args, 60);
 }
 
 /** Sends `request` on a raw TCP connection to the agent; resolves with everything before the agent closes. */

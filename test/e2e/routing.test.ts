@@ -13,7 +13,7 @@ let halfCloseOrigin: Listening<Server>;
 
 /** curl through the agent; async, since the origins live in this process's event loop. */
 function curl(agentPort: number, url: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  return runCurl(["--proxy", `socks5h://127.0.0.1:${agentPort}`, url]);
+  return runCurl(["--proxy", `socks5h://127.0.0.1:${agentPort}`, url]).then((run) => ({ ...run, stdout: run.stdout.toString() }));
 }
 
 beforeAll(async () => {

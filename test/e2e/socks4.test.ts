@@ -16,7 +16,7 @@ let echoOrigin: Listening<Server>;
 
 /** curl with `args`; async, since the origins live in this process's event loop. */
 function curl(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  return runCurl(args);
+  return runCurl(args).then((run) => ({ ...run, stdout: run.stdout.toString() }));
 }
 
 /** Sends raw bytes to the agent and collects what comes back until it closes. */
