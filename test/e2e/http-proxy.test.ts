@@ -181,6 +181,11 @@ describe("curl -x http:// through agent and edge", () => {
     expect(answer).toMatch(/\r\n\r\nhttps:\/\/ URLs go through CONNECT: configure this proxy for HTTPS too\n$/);
   });
 
+  it("answers 400 for an origin-form request other than /proxy.pac (the agent is no web server)", async () => {
+    const answer = await rawExchange(agent.port, "GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\r\n\r\nthis is a proxy: it serves \/proxy\.pac, CONNECT, and absolute http:\/\/ URLs\n$/);
+  });
+
   it("answers 400 for a CONNECT target without a port", async () => {
     const answer = await rawExchange(agent.port, "CONNECT 127.0.0.1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*names no port\n$/);
@@ -223,6 +228,13 @@ describe("proxy authentication (--user)", () => {
     const tunnel = await curl(["-x", proxy(), "--proxy-user", `alice:${PASSWORD}`, "--cacert", caFile, `https://127.0.0.1:${tlsPort}/ok`]);
     expect(tunnel.stdout.toString()).toBe("tls origin saw GET /ok\n");
     expect(authAgent.log()).not.toContain(PASSWORD);
+  });
+
+  it("serves /proxy.pac without credentials, offering the HTTP proxy first (browsers answer 407, not a SOCKS5 password)", async () => {
+    const result = await curl(["-w", "[%{http_code}]", `${proxy()}/proxy.pac`]);
+    const address = `127.0.0.1:${authAgent.port}`;
+    expect(result.stdout.toString()).toContain(`return "PROXY ${address}; SOCKS5 ${address}";`);
+    expect(result.stdout.toString()).toMatch(/\[200\]$/);
   });
 
   it("does not forward the Proxy-Authorization header to the origin", async () => {
