@@ -93,7 +93,10 @@ function parseUser(entry: unknown, field: string, file: string, baseDir: string)
   }
   if (given[0] === "passwordEnv") {
     const variable = expectString(user.passwordEnv, at(".passwordEnv"));
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(variable)) throw new ConfigError(`${at(".passwordEnv")}: "${variable}" is not an environment variable name`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(variable)) {
+      // Not quoted: a value that is no variable name may well be the password itself, put in the wrong field.
+      throw new ConfigError(`${at(".passwordEnv")}: must name an environment variable (letters, digits and _, not starting with a digit)`);
+    }
     return { name, label, password: { kind: "env", variable, label: at(".passwordEnv") } };
   }
   const path = nonEmpty(expectString(user.passwordFile, at(".passwordFile")), at(".passwordFile"));

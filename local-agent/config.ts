@@ -93,11 +93,14 @@ const NO_FILE: FileSettings = { users: [], rules: [], limits: {} };
 /** Parses argv, the --config file and env into a command; throws ConfigError with a one-line message. */
 export function parseAgentCommand(argv: string[], env: Record<string, string | undefined>): AgentCommand {
   let values;
+  let tokens;
   try {
-    ({ values } = parseArgs({
+    ({ values, tokens } = parseArgs({
       args: argv,
       strict: true,
-      allowPositionals: false,
+      // Positionals are refused below, without quoting them: `--user alice hunter2` makes one of a password.
+      allowPositionals: true,
+      tokens: true,
       options: {
         edge: { type: "string" },
         listen: { type: "string" },
@@ -119,6 +122,10 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
     }));
   } catch (error) {
     throw new ConfigError(error instanceof Error ? error.message.split("\n")[0] ?? "bad arguments" : "bad arguments");
+  }
+  const positional = tokens.find((token) => token.kind === "positional");
+  if (positional !== undefined) {
+    throw new ConfigError(`argument ${positional.index + 1} is not an option; this command takes only options (--user takes NAME:PASS as one argument)`);
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };

@@ -83,6 +83,12 @@ describe("--user", () => {
     );
   });
 
+  it("refuses a password given as a separate argument without printing it", () => {
+    expect(errorFor([...EDGE, "--user", "alice", SECRET], { ...ENV, EDGESOCKS_PASSWORD_ALICE: "x" })).toBe(
+      "argument 5 is not an option; this command takes only options (--user takes NAME:PASS as one argument)",
+    );
+  });
+
   it("refuses the same user twice", () => {
     expect(errorFor([...EDGE, "--user", `alice:${SECRET}`, "--user", "alice:other"])).toBe('user "alice" is configured twice: --user alice and --user alice');
   });

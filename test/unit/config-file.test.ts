@@ -196,7 +196,8 @@ describe("parseConfigFile", () => {
       [[{ name: "alice", password: "" }], "users[0].password: a password must be 1..255 bytes (RFC 1929), not 0"],
       [[{ name: "alice", password: SECRET.repeat(20) }], `users[0].password: a password must be 1..255 bytes (RFC 1929), not ${SECRET.length * 20}`],
       [[{ name: "alice", password: "é".repeat(128) }], "users[0].password: a password must be 1..255 bytes (RFC 1929), not 256"],
-      [[{ name: "alice", passwordEnv: "MY-PASSWORD" }], 'users[0].passwordEnv: "MY-PASSWORD" is not an environment variable name'],
+      [[{ name: "alice", passwordEnv: "MY-PASSWORD" }], "users[0].passwordEnv: must name an environment variable (letters, digits and _, not starting with a digit)"],
+      [[{ name: "alice", passwordEnv: `${SECRET}!` }], "users[0].passwordEnv: must name an environment variable (letters, digits and _, not starting with a digit)"],
       [[{ name: "alice", passwordFile: "" }], "users[0].passwordFile: must not be empty"],
     ])("refuses %j", (users, message) => {
       expect(fieldError({ users })).toBe(`${FILE}: ${message}`);

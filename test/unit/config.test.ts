@@ -135,7 +135,7 @@ describe("parseAgentCommand", () => {
   it.each([
     [["--bogus"], /Unknown option '--bogus'/],
     [["--edge"], /argument missing/],
-    [[...EDGE, "extra"], /Unexpected argument 'extra'/],
+    [[...EDGE, "extra"], /^argument 3 is not an option; this command takes only options/],
     [["--edge", "--listen"], /ambiguous/],
     [["--help", "--bogus"], /Unknown option/],
   ])("refuses argv %j with the first line of the parser's message", (argv, pattern) => {
