@@ -6,19 +6,21 @@ import { startDirectStream } from "./direct-stream.ts";
 import type { Logger } from "./log.ts";
 import { Route, matchRule } from "./routing.ts";
 import type { StreamRequest } from "./stream-request.ts";
-import { StreamStatus, formatDestination } from "../worker/protocol.ts";
+import { StreamStatus, encodeAddress, formatDestination, type Destination } from "../worker/protocol.ts";
 
 /** Opens `request.destination` on the route its first matching rule names (edge when none does). */
 export function openStream(request: StreamRequest, config: AgentConfig, log: Logger): void {
+  // Checked before any route starts: the edge route would only find out inside a WebSocket
+  // callback, where a throw would take the whole agent down with it.
+  const unusable = whyUnusable(request.destination);
+  if (unusable !== undefined) {
+    refuse(request, StreamStatus.GeneralFailure, "refused", unusable, log);
+    return;
+  }
   const rule = matchRule(request.destination, config.rules);
   const route = rule?.route ?? Route.Edge;
   if (route === Route.Block) {
-    const reason = `blocked by rule ${rule?.text ?? ""}`;
-    const reply = request.answer.failed(StreamStatus.NotAllowed, reason);
-    if (reply) request.client.end(reply);
-    else request.client.end();
-    log.info(`${request.clientLabel} -> ${formatDestination(request.destination)} block: ${reason}`);
-    request.onClosed();
+    refuse(request, StreamStatus.NotAllowed, "block", `blocked by rule ${rule?.text ?? ""}`, log);
     return;
   }
   if (route === Route.Direct) {
@@ -26,4 +28,23 @@ export function openStream(request: StreamRequest, config: AgentConfig, log: Log
     return;
   }
   new AgentStream(request, config, log).start();
+}
+
+/** Answers the client with `status` in its protocol, closes it, and ends the stream. */
+function refuse(request: StreamRequest, status: StreamStatus, outcome: string, reason: string, log: Logger): void {
+  const reply = request.answer.failed(status, reason);
+  if (reply) request.client.end(reply);
+  else request.client.end();
+  log.info(`${request.clientLabel} -> ${formatDestination(request.destination)} ${outcome}: ${reason}`);
+  request.onClosed();
+}
+
+/** Why no route can take `destination` (a port or name the edge's OPEN frame cannot carry), or undefined. */
+function whyUnusable(destination: Destination): string | undefined {
+  try {
+    encodeAddress(destination);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
 }

@@ -65,6 +65,7 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
     clearTimeout(openTimer);
     const reply = answer.succeeded();
     if (reply) client.write(reply);
+    uploadedBytes += request.earlyBytes.byteLength;
     if (request.earlyBytes.byteLength > 0) upstream.write(request.earlyBytes);
     client.on("data", (chunk: Buffer) => {
       uploadedBytes += chunk.byteLength;

@@ -1,7 +1,6 @@
 // Routing rules: where each destination goes (through the edge, directly from this machine, or
 // nowhere). Pure: destinations and rule text in, a route out. First matching rule wins.
 
-import { isIP } from "node:net";
 import { AddressType, formatIPv6, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
 
 export const Route = {
@@ -106,7 +105,8 @@ export function parseRuleText(text: string): RouteRule {
   const colon = text.indexOf(":");
   if (colon < 0) throw new RuleError(`rule "${text}" is not ROUTE:MATCHER (for example direct:suffix=corp.example)`);
   const route = text.slice(0, colon);
-  const matchers: Record<string, string> = {};
+  // No prototype: "constructor" or "__proto__" must read as unknown matchers, not inherited keys.
+  const matchers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const part of text.slice(colon + 1).split(",")) {
     const equals = part.indexOf("=");
     if (equals < 0) throw new RuleError(`rule "${text}": "${part}" is not KIND=VALUE (suffix, host, cidr or port)`);
@@ -135,8 +135,11 @@ export function buildRule(route: string, matchers: Record<string, string | numbe
       }
       case "host": {
         const name = normalizeHost(valueText);
-        if (!isDomainLike(name) && isIP(name) === 0) throw new RuleError(`rule "${text}": host "${valueText}" is not a host name or IP address`);
-        rule.host = isIP(name) === 6 ? canonicalIPv6(name) : name;
+        // parseIPv6, not isIP: a zone id (fe80::1%eth0) is refused, since no destination carries one.
+        const ipv6 = parseIPv6(name);
+        if (!isDomainLike(name) && !parseIPv4(name) && !ipv6) throw new RuleError(`rule "${text}": host "${valueText}" is not a host name or IP address`);
+        // The form formatIPv6 gives every IPv6 destination, so a rule written as ::0:1 matches ::1.
+        rule.host = ipv6 ? formatIPv6(Uint8Array.from(ipv6)) : name;
         break;
       }
       case "cidr":
@@ -162,12 +165,15 @@ export function parseCidr(text: string): Cidr {
   if (extra !== undefined) throw new RuleError(`"${text}" is not ADDRESS/BITS`);
   const bytes = ipToBytes(address.toLowerCase());
   if (!bytes) throw new RuleError(`"${address}" is not an IPv4 or IPv6 address`);
-  const maxBits = bytes.length * 8;
-  const prefixBits = bitsText === undefined ? maxBits : Number(bitsText);
-  if (bitsText !== undefined && (!/^\d{1,3}$/.test(bitsText) || prefixBits > maxBits)) {
-    throw new RuleError(`"${text}": prefix length must be 0..${maxBits}`);
+  // An IPv4-mapped block (::ffff:a.b.c.d/BITS) counts its prefix over all 128 bits; it
+  // matches as the IPv4 block it is, since matchRule reads mapped destinations as IPv4.
+  const mappedBits = bytes.length === 4 && address.includes(":") ? 96 : 0;
+  const maxBits = mappedBits + bytes.length * 8;
+  const writtenBits = bitsText === undefined ? maxBits : Number(bitsText);
+  if (bitsText !== undefined && (!/^\d{1,3}$/.test(bitsText) || writtenBits < mappedBits || writtenBits > maxBits)) {
+    throw new RuleError(`"${text}": prefix length must be ${mappedBits}..${maxBits}`);
   }
-  return { bytes, prefixBits };
+  return { bytes, prefixBits: writtenBits - mappedBits };
 }
 
 function parsePortRange(value: string, text: string): PortRange {
@@ -196,12 +202,6 @@ function ipToBytes(host: string): number[] | undefined {
   if (!bytes) return undefined;
   const mapped = bytes.slice(0, 10).every((byte) => byte === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
   return mapped ? bytes.slice(12) : bytes;
-}
-
-/** The form formatIPv6 gives, so a rule written as ::0:1 matches the destination ::1. */
-function canonicalIPv6(host: string): string {
-  const bytes = parseIPv6(host);
-  return bytes ? formatIPv6(Uint8Array.from(bytes)) : host;
 }
 
 function normalizeHost(host: string): string {

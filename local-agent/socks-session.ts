@@ -51,10 +51,14 @@ export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: str
     detach();
     onClosed();
   };
+  // The listener is half-open (allowHalfOpen), so end() alone would wait for the client's FIN
+  // forever; a refused client is closed outright once the answer is written (RFC 1929: the
+  // server MUST close the connection after a failure status).
+  const answerAndClose = (bytes: Uint8Array) => client.end(bytes, () => client.destroy());
   const refuse = (reply: Reply | undefined, reason: string) => {
     log.info(`${userLabel} handshake refused: ${reason}`);
     if (reply === undefined) client.destroy();
-    else client.end(encodeReply(reply));
+    else answerAndClose(encodeReply(reply));
     closeOnce();
   };
   const timer = setTimeout(() => {
@@ -83,7 +87,7 @@ export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: str
       if (!greeting.value.methods.includes(wanted)) {
         const need = wanted === AuthMethod.UsernamePassword ? "username/password (0x02)" : "no authentication (0x00)";
         log.info(`${userLabel} handshake refused: the client did not offer ${need}`);
-        client.end(encodeMethodSelection(AuthMethod.NoAcceptableMethods));
+        answerAndClose(encodeMethodSelection(AuthMethod.NoAcceptableMethods));
         closeOnce();
         return;
       }
@@ -101,7 +105,7 @@ export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: str
       if (!checkCredentials(config.users, name, password)) {
         // RFC 1929: a failure status, then the server must close the connection.
         log.info(`${userLabel} handshake refused: wrong user name or password for "${printableName(name)}"`);
-        client.end(encodeUserPassStatus(false));
+        answerAndClose(encodeUserPassStatus(false));
         closeOnce();
         return;
       }
@@ -141,8 +145,14 @@ export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: str
     try {
       advance();
     } catch (error) {
-      if (!(error instanceof Socks5Error)) throw error;
-      refuse(error.reply, error.message);
+      if (error instanceof Socks5Error) {
+        refuse(error.reply, error.message);
+        return;
+      }
+      // A bug must cost this one connection, never the agent and every other connection with it.
+      log.error(`${userLabel} SOCKS5 internal error: ${error instanceof Error ? error.message : String(error)}`);
+      client.destroy();
+      closeOnce();
     }
   };
   const onEnd = () => {

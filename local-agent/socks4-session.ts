@@ -30,7 +30,8 @@ export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: str
     log.info(`${label} SOCKS4 handshake refused: ${reason}`);
     stop();
     if (reply === undefined) client.destroy();
-    else client.end(encodeSocks4Reply(reply));
+    // Closed outright once written: the listener is half-open, so end() alone would wait for the client's FIN.
+    else client.end(encodeSocks4Reply(reply), () => client.destroy());
     onClosed();
   };
   const timer = setTimeout(() => refuse(undefined, `timed out after ${config.handshakeTimeoutMs} ms`), config.handshakeTimeoutMs);
@@ -65,9 +66,22 @@ export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: str
     const earlyBytes = Buffer.from(buffered.subarray(request.bytesUsed));
     openStream({ client, clientLabel: label, destination, earlyBytes, answer: SOCKS4_ANSWER, onClosed }, config, log);
   };
+  // A bug must cost this one connection, never the agent and every other connection with it.
+  const step = () => {
+    try {
+      advance();
+    } catch (error) {
+      log.error(`${label} SOCKS4 internal error: ${error instanceof Error ? error.message : String(error)}`);
+      client.destroy();
+      if (!done) {
+        stop();
+        onClosed();
+      }
+    }
+  };
   const onData = (chunk: Buffer) => {
     buffered = Buffer.concat([buffered, chunk]);
-    advance();
+    step();
   };
   const onEnd = () => refuse(undefined, "client closed during the handshake");
   const onClose = () => {
@@ -78,5 +92,5 @@ export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: str
   client.on("data", onData);
   client.on("end", onEnd);
   client.on("close", onClose);
-  advance();
+  step();
 }

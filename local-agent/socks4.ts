@@ -1,7 +1,7 @@
 // SOCKS4 and SOCKS4a request codec for the agent: pure, bytes in and typed values out.
 // SOCKS4: https://www.openssh.com/txt/socks4.protocol; 4a: https://www.openssh.com/txt/socks4a.protocol
 
-import { AddressType, MAX_DOMAIN_BYTES, isPlausibleHostname, parseIPv4, type Destination } from "../worker/protocol.ts";
+import { AddressType, MAX_DOMAIN_BYTES, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
 import type { ParseResult } from "./socks5.ts";
 
 export const SOCKS4_VERSION = 0x04;
@@ -40,7 +40,8 @@ export class Socks4Error extends Error {
 
 /**
  * Parses a SOCKS4 or SOCKS4a request. DSTIP 0.0.0.x with x nonzero means 4a: a domain name
- * follows the USERID. Returns "incomplete" until the terminating NUL bytes have arrived.
+ * follows the USERID (an IP literal there is read as the address it is, as SOCKS5 does).
+ * Returns "incomplete" until the terminating NUL bytes have arrived.
  */
 export function parseSocks4Request(input: Uint8Array): ParseResult<Socks4Request> {
   if (input.byteLength < 1) return "incomplete";
@@ -50,20 +51,20 @@ export function parseSocks4Request(input: Uint8Array): ParseResult<Socks4Request
   const port = ((input[2] ?? 0) << 8) | (input[3] ?? 0);
   const ip = Array.from(input.subarray(4, 8));
   const userIdEnd = input.indexOf(0, 8);
-  if (userIdEnd < 0) {
-    if (input.byteLength > 8 + MAX_USERID_BYTES) throw new Socks4Error(Socks4Reply.RejectedOrFailed, "USERID is longer than 255 bytes");
-    return "incomplete";
-  }
+  // The bound holds however the request was split into reads: NUL seen or not.
+  if ((userIdEnd < 0 ? input.byteLength : userIdEnd) - 8 > MAX_USERID_BYTES) throw new Socks4Error(Socks4Reply.RejectedOrFailed, "USERID is longer than 255 bytes");
+  if (userIdEnd < 0) return "incomplete";
   const userId = new TextDecoder().decode(input.subarray(8, userIdEnd));
   let destination: Destination;
   let bytesUsed = userIdEnd + 1;
   const isSocks4a = ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0;
   if (isSocks4a) {
     const domainEnd = input.indexOf(0, bytesUsed);
-    if (domainEnd < 0) {
-      if (input.byteLength > bytesUsed + MAX_DOMAIN_BYTES) throw new Socks4Error(Socks4Reply.RejectedOrFailed, "SOCKS4a domain name is longer than 255 bytes");
-      return "incomplete";
+    // A longer name could not be carried to the edge (its OPEN frame has one length byte).
+    if ((domainEnd < 0 ? input.byteLength : domainEnd) - bytesUsed > MAX_DOMAIN_BYTES) {
+      throw new Socks4Error(Socks4Reply.RejectedOrFailed, "SOCKS4a domain name is longer than 255 bytes");
     }
+    if (domainEnd < 0) return "incomplete";
     let host: string;
     try {
       host = new TextDecoder("utf-8", { fatal: true }).decode(input.subarray(bytesUsed, domainEnd));
@@ -72,7 +73,9 @@ export function parseSocks4Request(input: Uint8Array): ParseResult<Socks4Request
     }
     if (host === "") throw new Socks4Error(Socks4Reply.RejectedOrFailed, "SOCKS4a domain name is empty");
     bytesUsed = domainEnd + 1;
+    const ipv6 = parseIPv6(host);
     if (parseIPv4(host)) destination = { type: AddressType.IPv4, host, port };
+    else if (ipv6) destination = { type: AddressType.IPv6, host: formatIPv6(Uint8Array.from(ipv6)), port };
     else if (isPlausibleHostname(host)) destination = { type: AddressType.Domain, host, port };
     else throw new Socks4Error(Socks4Reply.RejectedOrFailed, `"${host.replace(/[^\x20-\x7e]/g, "?").slice(0, 64)}" is not a host name`);
   } else {

@@ -1,7 +1,7 @@
 // Routing rules with real clients: block, direct (from this machine, half-close included) and
 // edge, chosen by --rule and --bypass, and what the client hears for each.
 
-import type { Server } from "node:net";
+import { createConnection, type Server } from "node:net";
 import { runCurl } from "./curl-run.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, startHttpOrigin, startTcpOrigin, type HttpOrigin, type Listening } from "./origins.ts";
@@ -14,6 +14,17 @@ let halfCloseOrigin: Listening<Server>;
 /** curl through the agent; async, since the origins live in this process's event loop. */
 function curl(agentPort: number, url: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   return runCurl(["--proxy", `socks5h://127.0.0.1:${agentPort}`, url]).then((run) => ({ ...run, stdout: run.stdout.toString() }));
+}
+
+/** Sends raw bytes to the agent, then FIN, and collects what comes back until it closes. */
+function exchange(agentPort: number, bytes: number[]): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: "127.0.0.1", port: agentPort, allowHalfOpen: true }, () => socket.end(Uint8Array.from(bytes)));
+    const answer: number[] = [];
+    socket.on("data", (chunk: Buffer) => answer.push(...chunk));
+    socket.on("close", () => resolve(answer));
+    socket.on("error", reject);
+  });
 }
 
 beforeAll(async () => {
@@ -37,6 +48,13 @@ describe("--rule block", () => {
     expect(result.exitCode).toBe(97);
     expect(result.stderr).toContain("(2)");
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${origin.port} block: blocked by rule block:port=${origin.port}`));
+  });
+
+  it("answers SOCKS4 0x5B (curl exit 97) on the same rule", async () => {
+    const result = await runCurl(["--socks4", `127.0.0.1:${agent.port}`, `http://127.0.0.1:${origin.port}/data.json`]);
+    expect(result.exitCode).toBe(97);
+    expect(result.stderr).toContain("(91)");
+    expect(await exchange(agent.port, [0x04, 0x01, origin.port >> 8, origin.port & 0xff, 127, 0, 0, 1, 0x00])).toEqual([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
   });
 
   it("leaves other ports alone", async () => {
@@ -74,12 +92,93 @@ describe("--bypass private (the default)", () => {
     expect((await reply).toString()).toBe("received 123456 bytes");
   });
 
+  it("keeps half-close the other way: the destination's FIN reaches the client, whose upload still arrives whole", async () => {
+    let report: (outcome: string) => void = () => {};
+    const originSaw = new Promise<string>((resolve) => (report = resolve));
+    const speaksFirst = await startTcpOrigin((socket) => {
+      let receivedBytes = 0;
+      socket.on("data", (chunk: Buffer) => (receivedBytes += chunk.byteLength));
+      socket.on("end", () => report(`end after ${receivedBytes} bytes`));
+      socket.on("error", (error: NodeJS.ErrnoException) => report(`${error.code} after ${receivedBytes} bytes`));
+      socket.end("done talking");
+    });
+    try {
+      // Half-open on our side too (the socks client's sockets are not): our FIN waits for us.
+      const socket = createConnection({ host: "127.0.0.1", port: agent.port, allowHalfOpen: true });
+      const port = speaksFirst.port;
+      socket.write(Uint8Array.of(0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff));
+      const answer = await readAll(socket);
+      expect(answer.subarray(0, 12)).toEqual(Buffer.from([0x05, 0x00, 0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]));
+      expect(answer.subarray(12).toString()).toBe("done talking");
+      socket.end(Buffer.alloc(2_000_000, 7));
+      expect(await originSaw).toBe("end after 2000000 bytes");
+    } finally {
+      await speaksFirst.close();
+    }
+  });
+
   it("answers 0x05 for a refused port on the direct route", async () => {
     const closedPort = await freePort();
     const result = await curl(agent.port, `http://127.0.0.1:${closedPort}/`);
     expect(result.exitCode).toBe(97);
     expect(result.stderr).toContain("(5)");
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${closedPort} direct .*connection refused: ECONNREFUSED`));
+  });
+
+  it("sends an IPv6 loopback destination direct", async () => {
+    const origin6 = await startHttpOrigin("::1");
+    try {
+      const result = await curl(agent.port, `http://[::1]:${origin6.port}/data.json`);
+      expect(result).toMatchObject({ exitCode: 0, stdout: '{"answer":42}' });
+      await agent.waitForLog(new RegExp(`-> \\[::1\\]:${origin6.port} direct .* ok$`));
+    } finally {
+      await origin6.close();
+    }
+  });
+
+  it("sends bytes that came with the request once the direct destination is open, and counts them", async () => {
+    const port = halfCloseOrigin.port;
+    const answer = await exchange(agent.port, [0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff, ...Buffer.from("early")]);
+    expect(answer.slice(0, 12)).toEqual([0x05, 0x00, 0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
+    expect(Buffer.from(answer.slice(12)).toString()).toBe("received 5 bytes");
+    await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${port} direct up=5B down=16B .* ok$`));
+  });
+
+  it("resets the client when the direct destination resets mid-stream", async () => {
+    const resetting = await startTcpOrigin((socket) => socket.once("data", () => socket.resetAndDestroy()));
+    try {
+      const socket = await socksConnect(agent.port, "127.0.0.1", resetting.port);
+      const outcome = new Promise<string>((resolve) => {
+        socket.on("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+        socket.on("end", () => resolve("clean end"));
+      });
+      socket.write("go");
+      expect(await outcome).toBe("ECONNRESET");
+      await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${resetting.port} direct .* reset: destination ECONNRESET$`));
+    } finally {
+      await resetting.close();
+    }
+  });
+
+  it("resets the direct destination when the client resets mid-stream", async () => {
+    let seen: (outcome: string) => void = () => {};
+    const originSaw = new Promise<string>((resolve) => (seen = resolve));
+    const watching = await startTcpOrigin((socket) => {
+      socket.on("error", (error: NodeJS.ErrnoException) => seen(error.code ?? error.message));
+      socket.on("end", () => seen("clean end"));
+      socket.once("data", () => socket.write("ready"));
+    });
+    try {
+      const socket = await socksConnect(agent.port, "127.0.0.1", watching.port);
+      socket.on("error", () => {});
+      socket.write("hello");
+      await new Promise((resolve) => socket.once("data", resolve));
+      socket.resetAndDestroy();
+      expect(await originSaw).toBe("ECONNRESET");
+      await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${watching.port} direct .* client closed the connection$`));
+    } finally {
+      await watching.close();
+    }
   });
 });
 

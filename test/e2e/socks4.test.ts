@@ -51,6 +51,7 @@ describe("SOCKS4 and SOCKS4a through agent and edge", () => {
   it("curl --socks4 connects to an IPv4 address", async () => {
     const result = await curl(["--socks4", `127.0.0.1:${agent.port}`, `http://127.0.0.1:${origin.port}/data.json`]);
     expect(result).toMatchObject({ exitCode: 0, stdout: '{"answer":42}' });
+    await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${origin.port} via edge .* ok$`));
   });
 
   it("the npm socks client (type 4) relays bytes intact both ways", async () => {
@@ -71,6 +72,39 @@ describe("SOCKS4 and SOCKS4a through agent and edge", () => {
     const answer = await exchange(agent.port, [0x04, 0x01, closedPort >> 8, closedPort & 0xff, 127, 0, 0, 1, 0x00]);
     expect(answer).toEqual([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${closedPort} via edge .*connection refused`));
+  });
+
+  it("the npm socks client (type 4) reports the 0x5B refusal for a closed port", async () => {
+    const closedPort = await freePort();
+    const attempt = SocksClient.createConnection({
+      proxy: { host: "127.0.0.1", port: agent.port, type: 4 },
+      command: "connect",
+      destination: { host: "127.0.0.1", port: closedPort },
+      timeout: 20_000,
+    });
+    // The client names 0x5B "Failed" (0x5C is its "Rejected").
+    await expect(attempt).rejects.toThrow("Socks4 Proxy rejected connection - (Failed)");
+  });
+
+  it("answers 0x5B to a 4a name over 255 bytes sent in one piece, and keeps serving others", async () => {
+    const port = echoOrigin.port;
+    const longName = `${"a".repeat(60)}.`.repeat(5) + "example";
+    const answer = await exchange(agent.port, [0x04, 0x01, port >> 8, port & 0xff, 0, 0, 0, 1, 0x00, ...Buffer.from(longName), 0x00]);
+    expect(answer).toEqual([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
+    await agent.waitForLog(/SOCKS4 handshake refused: SOCKS4a domain name is longer than 255 bytes/);
+    const result = await curl(["--socks4a", `127.0.0.1:${agent.port}`, `http://localhost:${origin.port}/data.json`]);
+    expect(result).toMatchObject({ exitCode: 0, stdout: '{"answer":42}' });
+  });
+
+  it("curl --socks4a with an IPv6 literal (sent as the name \"::1\") reaches an IPv6 loopback origin", async () => {
+    const origin6 = await startHttpOrigin("::1");
+    try {
+      const result = await curl(["--socks4a", `127.0.0.1:${agent.port}`, `http://[::1]:${origin6.port}/data.json`]);
+      expect(result).toMatchObject({ exitCode: 0, stdout: '{"answer":42}' });
+      await agent.waitForLog(new RegExp(`-> \\[::1\\]:${origin6.port} via edge .* ok$`));
+    } finally {
+      await origin6.close();
+    }
   });
 
   it("answers 0x5B to BIND", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Socks5Error, encodeUserPassStatus, parseUserPass } from "../../local-agent/socks5.ts";
+import { MAX_USER_PASS_BYTES, Socks5Error, encodeUserPassStatus, parseUserPass } from "../../local-agent/socks5.ts";
 import { checkCredentials } from "../../local-agent/users.ts";
 
 function request(name: string, password: string): number[] {
@@ -21,10 +21,37 @@ describe("parseUserPass (RFC 1929)", () => {
 
   it("reads empty fields as empty strings (they then fail the credential check)", () => {
     expect(parseUserPass(Uint8Array.of(0x01, 0, 0))).toEqual({ value: { name: "", password: "" }, bytesUsed: 3 });
+    expect(parseUserPass(Uint8Array.from(request("", "secret")))).toEqual({ value: { name: "", password: "secret" }, bytesUsed: 9 });
+    expect(parseUserPass(Uint8Array.from(request("alice", "")))).toEqual({ value: { name: "alice", password: "" }, bytesUsed: 8 });
   });
 
-  it("refuses a subnegotiation version other than 1 with no reply", () => {
-    expect(() => parseUserPass(Uint8Array.of(0x05, 1, 0x61, 1, 0x62))).toThrow(Socks5Error);
+  it("reads 255-byte fields, the most one length byte can say", () => {
+    const bytes = request("n".repeat(255), "p".repeat(255));
+    expect(bytes.length).toBe(MAX_USER_PASS_BYTES);
+    expect(parseUserPass(Uint8Array.from(bytes))).toEqual({ value: { name: "n".repeat(255), password: "p".repeat(255) }, bytesUsed: MAX_USER_PASS_BYTES });
+  });
+
+  it("leaves the SOCKS5 request that follows in the same read for the next step", () => {
+    const bytes = request("alice", "secret");
+    expect(parseUserPass(Uint8Array.from([...bytes, 0x05, 0x01, 0x00]))).toMatchObject({ bytesUsed: bytes.length });
+  });
+
+  it("asks for more bytes at every prefix with UTF-8 and empty fields too", () => {
+    for (const bytes of [request("zoë", "pässwörd"), request("", "x"), request("x", "")]) {
+      for (let length = 0; length < bytes.length; length++) expect(parseUserPass(Uint8Array.from(bytes.slice(0, length)))).toBe("incomplete");
+    }
+  });
+
+  it.each([0x00, 0x02, 0x05])("refuses subnegotiation version 0x%s with no reply code, from its first byte", (version) => {
+    let caught: unknown;
+    try {
+      parseUserPass(Uint8Array.of(version));
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(Socks5Error);
+    expect((caught as Socks5Error).reply).toBeUndefined();
+    expect((caught as Socks5Error).message).toMatch(/not an RFC 1929 request: version byte is 0x0\d/);
   });
 
   it("encodes success as 0x00 and failure as a non-zero status", () => {
@@ -49,6 +76,24 @@ describe("checkCredentials", () => {
 
   it("refuses an unknown user, even one whose password is someone's", () => {
     expect(checkCredentials(users, "mallory", "correct horse")).toBe(false);
+    expect(checkCredentials(users, "Alice", "correct horse")).toBe(false);
+    expect(checkCredentials(users, "", "")).toBe(false);
+  });
+
+  it("refuses everyone when no users are configured", () => {
     expect(checkCredentials(new Map(), "", "")).toBe(false);
+    expect(checkCredentials(new Map(), "alice", "correct horse")).toBe(false);
+  });
+
+  it("refuses a prefix or an extension of the password", () => {
+    expect(checkCredentials(users, "alice", "correct")).toBe(false);
+    expect(checkCredentials(users, "alice", "correct horsey")).toBe(false);
+  });
+
+  it("compares UTF-8 names and passwords exactly", () => {
+    const international = new Map([["zoë", "pässwörd"]]);
+    expect(checkCredentials(international, "zoë", "pässwörd")).toBe(true);
+    expect(checkCredentials(international, "zoe", "pässwörd")).toBe(false);
+    expect(checkCredentials(international, "zoë", "passwörd")).toBe(false);
   });
 });
