@@ -1,7 +1,8 @@
 // Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) configured with the
 // agent as its SOCKS5 proxy loads a page, its script and the script's fetch through the edge.
 
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromium } from "./chromium-launch.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { startAgent, type RunningAgent } from "./processes.ts";
@@ -22,22 +23,12 @@ beforeAll(async () => {
     "block:port=1-65535",
   ]);
   origin = await startHttpOrigin();
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      `--proxy-server=socks5://127.0.0.1:${agent.port}`,
-      // Chromium bypasses proxies for loopback by default; "<-loopback>" removes that rule so
-      // the local origin really goes through the agent and the edge.
-      "--proxy-bypass-list=<-loopback>",
-    ],
-  });
+  browser = await launchChromium([
+    `--proxy-server=socks5://127.0.0.1:${agent.port}`,
+    // Chromium bypasses proxies for loopback by default; "<-loopback>" removes that rule so
+    // the local origin really goes through the agent and the edge.
+    "--proxy-bypass-list=<-loopback>",
+  ]);
 });
 afterAll(async () => {
   await browser?.close();

@@ -13,20 +13,11 @@
 // origin, so that load succeeds only if Chromium went direct. The block rule also keeps
 // Chromium's own background requests (accounts.google.com, ...) from leaving through the edge.
 
-import { chromium } from "playwright-core";
-import { spawn } from "node:child_process";
+import { launchChromium } from "./chromium-launch.ts";
+import { runCurl } from "./curl-run.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { startAgent, type RunningAgent } from "./processes.ts";
-
-function curlHead(args: string[]): Promise<{ exitCode: number; stdout: string }> {
-  return new Promise((resolve) => {
-    const child = spawn("curl", ["--silent", "--show-error", "--max-time", "30", ...args]);
-    let stdout = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.on("close", (code) => resolve({ exitCode: code ?? -1, stdout }));
-  });
-}
 
 let agent: RunningAgent;
 let origin: HttpOrigin;
@@ -42,9 +33,9 @@ afterAll(async () => {
 
 describe("GET /proxy.pac", () => {
   it("serves a PAC script naming the agent's address, SOCKS5 first, with no DIRECT under --bypass none", async () => {
-    const result = await curlHead(["-D", "-", `http://127.0.0.1:${agent.port}/proxy.pac`]);
+    const result = await runCurl(["-D", "-", `http://127.0.0.1:${agent.port}/proxy.pac`]);
     expect(result.exitCode).toBe(0);
-    const [head = "", body = ""] = result.stdout.split("\r\n\r\n");
+    const [head = "", body = ""] = result.stdout.toString().split("\r\n\r\n");
     expect(head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(head).toMatch(/\r\nContent-Type: application\/x-ns-proxy-autoconfig\r\n/i);
     expect(body).toContain("function FindProxyForURL(url, host)");
@@ -57,19 +48,7 @@ describe("GET /proxy.pac", () => {
 
 describe("headless Chromium with only --proxy-pac-url", () => {
   it("sends a page and its subresources through the agent and the edge, and loopback URLs direct", async () => {
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        `--proxy-pac-url=http://127.0.0.1:${agent.port}/proxy.pac`,
-      ],
-    });
+    const browser = await launchChromium([`--proxy-pac-url=http://127.0.0.1:${agent.port}/proxy.pac`]);
     try {
       const page = await browser.newPage();
       await page.goto(`http://0.0.0.0:${origin.port}/`);
