@@ -1,22 +1,29 @@
-// One proxied connection in the agent, from the SOCKS request on: opens the tunnel, answers the
-// client, relays both directions under credit-based flow control, and ends exactly once.
+// One proxied connection in the agent, from the SOCKS request on: opens the stream on a warm or
+// a new tunnel, answers the client, relays both directions under credit-based flow control, and
+// ends exactly once.
 
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
-import { missedPong, openEdgeSocket } from "./edge-socket.ts";
+import { missedPong, openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { STATUS_NAMES, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
+import type { TunnelPool } from "./tunnel-pool.ts";
 import { ReceiveWindow, SendCredit } from "../worker/flow-control.ts";
 import {
   CloseCode,
   FrameType,
   MAX_DATA_BYTES,
+  MAX_EARLY_DATA_BYTES,
+  MAX_HEADER_OPEN_BYTES,
+  OPEN_HEADER,
   ProtocolError,
   StreamStatus,
   closeReason,
   decodeFrame,
   encodeData,
+  encodeEarly,
   encodeEnd,
+  encodeHeaderOpen,
   encodeOpen,
   encodeReset,
   encodeWindow,
@@ -26,9 +33,6 @@ import {
 } from "../worker/protocol.ts";
 
 type Phase = "opening" | "relaying" | "closed";
-
-/** Longest HTTP error body from the edge kept for the log line. */
-const MAX_REFUSAL_BODY_BYTES = 300;
 
 export class AgentStream {
   readonly #client: ClientConnection;
@@ -54,6 +58,12 @@ export class AgentStream {
   #downloadedBytes = 0;
   /** Why the edge WebSocket failed, kept for the close that follows. */
   #edgeError: string | undefined;
+  /** The client has its success answer: at OPENED, or at once with zeroRtt. */
+  #answered = false;
+  /** OPEN has left (in the upgrade or as the tunnel's first frame): early DATA may follow it. */
+  #isOpenSent = false;
+  /** What the edge still takes before OPENED: MAX_EARLY_DATA_BYTES, less what went already. */
+  #earlyBudgetBytes = MAX_EARLY_DATA_BYTES;
 
   constructor(request: StreamRequest, config: AgentConfig, log: Logger) {
     this.#client = request.client;
@@ -67,10 +77,13 @@ export class AgentStream {
     if (request.earlyBytes.byteLength > 0) this.#pendingUpload.push(request.earlyBytes);
   }
 
-  /** Opens the tunnel and sends OPEN; everything after is driven by events. */
-  start(): void {
+  /**
+   * Sends OPEN on a warm tunnel from `pool`, or on a new one whose upgrade carries it; everything
+   * after is driven by events. With zeroRtt the client is answered first, before the edge dials.
+   */
+  start(pool?: TunnelPool): void {
     const client = this.#client;
-    client.pause(); // no upload until the edge grants a window
+    client.pause(); // no upload until the edge grants a window (or, with zeroRtt, an early budget)
     client.on("data", (chunk: Buffer) => {
       this.#pendingUpload.push(chunk);
       this.#flushUpload();
@@ -85,38 +98,68 @@ export class AgentStream {
     });
     client.on("error", (error: NodeJS.ErrnoException) => this.#log.debug(`${this.#label} client socket: ${error.code ?? error.message}`));
     client.on("close", () => this.#onClientClosed());
+    if (this.#config.zeroRtt) this.#answerSuccess();
 
-    const edge = openEdgeSocket(this.#config);
+    const warm = pool?.take();
+    const edge = warm ?? this.#openColdTunnel();
     this.#edge = edge;
-    edge.on("open", () => {
-      if (this.#phase !== "opening") return;
-      edge.send(encodeOpen(this.#destination, this.#config.windowBytes));
-    });
     edge.on("message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
-    edge.on("unexpected-response", (request, response) => {
-      // The edge refused the upgrade: keep its one-line explanation for the log.
-      const status = response.statusCode ?? 0;
-      const chunks: Buffer[] = [];
-      let keptBytes = 0;
-      response.on("data", (chunk: Buffer) => {
-        if (keptBytes < MAX_REFUSAL_BODY_BYTES) chunks.push(chunk);
-        keptBytes += chunk.byteLength;
-      });
-      response.on("end", () => {
-        const body = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BODY_BYTES).toString("utf8").trim().split("\n")[0] ?? "";
-        this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${body}`, "warn");
-        request.destroy();
-      });
-      response.on("error", () => request.destroy());
-    });
     edge.on("error", (error) => {
       this.#edgeError = error.message;
     });
     edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
+    if (warm) {
+      // The warm tunnel's OPEN leaves now, with every early byte it can carry.
+      const earlyData = this.#takePending(MAX_EARLY_DATA_BYTES);
+      edge.send(encodeOpen(this.#destination, this.#config.windowBytes, earlyData));
+      this.#openSent(earlyData.byteLength);
+    } else {
+      edge.on("open", () => this.#flushUpload());
+      whenRefused(edge, (status, explanation) => this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${explanation}`, "warn"));
+    }
     this.#openTimer = setTimeout(
       () => this.#failOpen(StreamStatus.Timeout, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
       this.#config.openTimeoutMs,
     );
+    this.#flushUpload();
+  }
+
+  /** A new tunnel whose upgrade request carries the OPEN: the edge dials before it answers 101. */
+  #openColdTunnel(): WebSocket {
+    const roomBytes = MAX_HEADER_OPEN_BYTES - encodeOpen(this.#destination, this.#config.windowBytes).byteLength;
+    const earlyData = this.#takePending(roomBytes);
+    const openFrame = encodeOpen(this.#destination, this.#config.windowBytes, earlyData);
+    this.#openSent(earlyData.byteLength);
+    return openEdgeSocket(this.#config, { [OPEN_HEADER]: encodeHeaderOpen(openFrame) });
+  }
+
+  #openSent(earlyBytes: number): void {
+    this.#isOpenSent = true;
+    this.#earlyBudgetBytes -= earlyBytes;
+    this.#uploadedBytes += earlyBytes;
+  }
+
+  /** Up to maxBytes from the front of the pending upload, as one buffer. */
+  #takePending(maxBytes: number): Buffer {
+    const pieces: Buffer[] = [];
+    let takenBytes = 0;
+    while (this.#pendingUpload.length > 0 && takenBytes < maxBytes) {
+      const chunk = this.#pendingUpload[0] as Buffer;
+      const pieceBytes = Math.min(chunk.byteLength, maxBytes - takenBytes);
+      pieces.push(chunk.subarray(0, pieceBytes));
+      takenBytes += pieceBytes;
+      if (pieceBytes === chunk.byteLength) this.#pendingUpload.shift();
+      else this.#pendingUpload[0] = chunk.subarray(pieceBytes);
+    }
+    return pieces.length === 1 ? (pieces[0] as Buffer) : Buffer.concat(pieces);
+  }
+
+  /** The client's success answer, once: at OPENED, or at start with zeroRtt. */
+  #answerSuccess(): void {
+    if (this.#answered) return;
+    this.#answered = true;
+    const reply = this.#answer.succeeded();
+    if (reply) this.#client.write(reply);
   }
 
   #onEdgeMessage(data: Buffer, isBinary: boolean): void {
@@ -177,7 +220,8 @@ export class AgentStream {
         this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`);
         return;
       case FrameType.Open:
-        throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN is sent by the agent, not to it");
+      case FrameType.Early:
+        throw new ProtocolError(CloseCode.UnexpectedFrame, `frame type ${frame.type} is sent by the agent, not to it`);
     }
   }
 
@@ -185,15 +229,23 @@ export class AgentStream {
     clearTimeout(this.#openTimer);
     this.#phase = "relaying";
     this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
-    const reply = this.#answer.succeeded();
-    if (reply) this.#client.write(reply);
+    this.#answerSuccess();
     this.#flushUpload();
   }
 
-  /** Sends what credit allows of the pending upload; pauses the client while bytes wait. */
+  /**
+   * Sends what credit allows of the pending upload; pauses the client while bytes wait. Before
+   * OPENED, only what is left of the early budget goes, and only from a client already answered.
+   */
   #flushUpload(): void {
     const credit = this.#credit;
     const edge = this.#edge;
+    if (this.#phase === "opening") {
+      if (edge?.readyState === WebSocket.OPEN && this.#isOpenSent) this.#sendEarly(edge);
+      if (this.#answered && this.#earlyBudgetBytes > 0 && this.#pendingUpload.length === 0) this.#client.resume();
+      else this.#client.pause();
+      return;
+    }
     if (this.#phase !== "relaying" || !credit || !edge) return;
     while (this.#pendingUpload.length > 0 && credit.availableBytes > 0) {
       const chunk = this.#pendingUpload[0] as Buffer;
@@ -217,6 +269,16 @@ export class AgentStream {
       return;
     }
     this.#client.resume();
+  }
+
+  /** EARLY frames: client bytes sent before OPENED, outside any window, up to the early budget. */
+  #sendEarly(edge: WebSocket): void {
+    while (this.#pendingUpload.length > 0 && this.#earlyBudgetBytes > 0) {
+      const piece = this.#takePending(Math.min(this.#earlyBudgetBytes, MAX_DATA_BYTES));
+      edge.send(encodeEarly(piece));
+      this.#earlyBudgetBytes -= piece.byteLength;
+      this.#uploadedBytes += piece.byteLength;
+    }
   }
 
   #finishIfDone(): void {
@@ -259,9 +321,19 @@ export class AgentStream {
     else this.#resetClient(cause);
   }
 
-  /** The open failed: answer the client in its protocol, then close both sides. */
+  /**
+   * The open failed: answer the client in its protocol, then close both sides. A client already
+   * answered (zeroRtt) can only be reset.
+   */
   #failOpen(status: StreamStatus, reason: string, level: "info" | "warn"): void {
     if (this.#phase !== "opening") return;
+    if (this.#answered) {
+      if (this.#client.resetAndDestroy) this.#client.resetAndDestroy();
+      else this.#client.destroy(new Error(reason));
+      this.#closeEdge(CloseCode.Normal, "open failed");
+      this.#finish(`${STATUS_NAMES[status]} after a 0-RTT answer, client reset: ${reason}`, level);
+      return;
+    }
     const reply = this.#answer.failed(status, reason);
     if (reply) this.#client.end(reply);
     else this.#client.end();

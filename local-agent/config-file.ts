@@ -19,9 +19,10 @@ export type FileSettings = {
   bypass?: BypassMode;
   limits: Partial<Limits>;
   logLevel?: LogLevel;
+  zeroRtt?: boolean;
 };
 
-const TOP_FIELDS = ["listen", "edge", "tokenFile", "users", "rules", "bypass", "limits", "logLevel"];
+const TOP_FIELDS = ["listen", "edge", "tokenFile", "users", "rules", "bypass", "limits", "logLevel", "zeroRtt"];
 const USER_FIELDS = ["name", "password", "passwordEnv", "passwordFile"];
 const PASSWORD_FIELDS = ["password", "passwordEnv", "passwordFile"];
 const MATCHER_FIELDS = ["suffix", "host", "cidr", "port"];
@@ -50,6 +51,10 @@ export function parseConfigFile(text: string, file: string): FileSettings {
   if (bypass !== undefined) settings.bypass = oneOf(bypass, BYPASS_MODES, at("bypass"));
   const logLevel = optionalString(root, "logLevel", at("logLevel"));
   if (logLevel !== undefined) settings.logLevel = oneOf(logLevel, LOG_LEVELS, at("logLevel"));
+  if (Object.hasOwn(root, "zeroRtt")) {
+    if (typeof root.zeroRtt !== "boolean") throw new ConfigError(`${at("zeroRtt")}: must be true or false, not ${typeName(root.zeroRtt)}`);
+    settings.zeroRtt = root.zeroRtt;
+  }
   if (Object.hasOwn(root, "limits")) {
     const limits = expectObject(root.limits, at("limits"));
     checkFields(limits, LIMIT_NAMES, file, "limits.");

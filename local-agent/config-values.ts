@@ -23,6 +23,10 @@ export const LIMITS = {
   openTimeoutMs: { flag: "--open-timeout-ms", min: 100, max: 600_000, fallback: 15_000 },
   pingIntervalMs: { flag: "--ping-interval-ms", min: 100, max: 600_000, fallback: 15_000 },
   maxConnections: { flag: "--max-connections", min: 1, max: 100_000, fallback: 1024 },
+  // Warm tunnels kept open for the next connections: a browser opening a page asks for several
+  // at once. Each spare is a Worker request, renewed every POOLED_MAX_IDLE_MS while unused
+  // (4 spares: about 1,440 requests a day of the free plan's 100,000).
+  poolSize: { flag: "--pool-size", min: 0, max: 64, fallback: 4 },
 } as const;
 export type LimitName = keyof typeof LIMITS;
 export type Limits = Record<LimitName, number>;

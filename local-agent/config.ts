@@ -35,6 +35,13 @@ export type AgentConfig = {
   rules: RouteRule[];
   /** Users clients must authenticate as; empty: no authentication, and loopback only. */
   users: Users;
+  /** Tunnels opened ahead of need and kept ready; 0 opens every tunnel when its client asks. */
+  poolSize: number;
+  /**
+   * Answer the client's request at once and send its first bytes with the destination, rather
+   * than after the edge has reached it; a failed open then resets the client.
+   */
+  zeroRtt: boolean;
 };
 
 export type AgentCommand = { kind: "run"; config: AgentConfig } | { kind: "help" } | { kind: "version" };
@@ -45,6 +52,7 @@ export const DEFAULTS = {
   openTimeoutMs: LIMITS.openTimeoutMs.fallback,
   pingIntervalMs: LIMITS.pingIntervalMs.fallback,
   maxConnections: LIMITS.maxConnections.fallback,
+  poolSize: LIMITS.poolSize.fallback,
   logLevel: "info" as LogLevel,
   bypass: "private" as BypassMode,
 };
@@ -76,6 +84,13 @@ Options:
   --open-timeout-ms N        time the edge has to open a connection (default ${DEFAULTS.openTimeoutMs})
   --ping-interval-ms N       WebSocket keepalive interval (default ${DEFAULTS.pingIntervalMs})
   --max-connections N        client connections served at once (default ${DEFAULTS.maxConnections})
+  --pool-size N              tunnels kept open and ready for the next connections, so a new
+                             connection skips the TCP, TLS and WebSocket handshakes to the
+                             edge; 0 turns the pool off (default ${DEFAULTS.poolSize})
+  --zero-rtt                 answer each client at once and send its first bytes along with
+                             the destination: saves one edge round trip per connection, but a
+                             destination that cannot be reached resets the connection instead
+                             of getting its proper SOCKS or HTTP error (default off)
   --log-level LEVEL          error, warn, info or debug (default ${DEFAULTS.logLevel})
   --rule ROUTE:MATCHER       route edge, direct or block for destinations matching suffix=NAME,
                              host=NAME|IP, cidr=ADDR/BITS, port=N|N-M (comma-joined, all must
@@ -113,9 +128,11 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
         "open-timeout-ms": { type: "string" },
         "ping-interval-ms": { type: "string" },
         "max-connections": { type: "string" },
+        "pool-size": { type: "string" },
         "log-level": { type: "string" },
         rule: { type: "string", multiple: true },
         bypass: { type: "string" },
+        "zero-rtt": { type: "boolean" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "v" },
       },
@@ -175,6 +192,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       bypass,
       rules: effectiveRules([...flagRules, ...file.rules], bypass),
       users,
+      zeroRtt: values["zero-rtt"] ?? file.zeroRtt ?? false,
     },
   };
 }

@@ -6,7 +6,22 @@ import { startDirectStream } from "./direct-stream.ts";
 import type { Logger } from "./log.ts";
 import { Route, matchRule } from "./routing.ts";
 import type { StreamRequest } from "./stream-request.ts";
+import { TunnelPool } from "./tunnel-pool.ts";
 import { StreamStatus, encodeAddress, formatDestination, type Destination } from "../worker/protocol.ts";
+
+/**
+ * The warm pool of each running agent, found by its config: every front door already carries
+ * the config to openStream, so the pool needs no parameter of its own through each of them.
+ */
+const pools = new WeakMap<AgentConfig, TunnelPool>();
+
+/** Starts the warm pool edge streams of the agent running with `config` take their tunnels from. */
+export function startTunnelPool(config: AgentConfig, log: Logger): TunnelPool {
+  const pool = new TunnelPool(config, log);
+  pools.set(config, pool);
+  pool.start();
+  return pool;
+}
 
 /** Opens `request.destination` on the route its first matching rule names (edge when none does). */
 export function openStream(request: StreamRequest, config: AgentConfig, log: Logger): void {
@@ -27,7 +42,7 @@ export function openStream(request: StreamRequest, config: AgentConfig, log: Log
     startDirectStream(request, config, log);
     return;
   }
-  new AgentStream(request, config, log).start();
+  new AgentStream(request, config, log).start(pools.get(config));
 }
 
 /** Answers the client with `status` in its protocol, closes it, and ends the stream. */

@@ -1,4 +1,4 @@
-// Opens the WebSocket to the edge for one stream and keeps it honest with pings.
+// Opens a WebSocket to the edge's tunnel endpoint and keeps it honest with pings.
 
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
@@ -9,9 +9,9 @@ import { MAX_FRAME_BYTES, SUBPROTOCOL } from "../worker/protocol.ts";
  * SUBPROTOCOL, with per-message deflate off (the bytes are mostly TLS: incompressible, and
  * deflate would cost CPU on both sides) and frames larger than the protocol allows refused.
  */
-export function openEdgeSocket(config: AgentConfig): WebSocket {
+export function openEdgeSocket(config: AgentConfig, upgradeHeaders: Record<string, string> = {}): WebSocket {
   const socket = new WebSocket(config.tunnelUrl, SUBPROTOCOL, {
-    headers: { Authorization: `Bearer ${config.token}` },
+    headers: { ...upgradeHeaders, Authorization: `Bearer ${config.token}` },
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,
     handshakeTimeout: config.openTimeoutMs,
@@ -20,6 +20,31 @@ export function openEdgeSocket(config: AgentConfig): WebSocket {
   socket.binaryType = "nodebuffer";
   keepAlive(socket, config.pingIntervalMs);
   return socket;
+}
+
+/** Longest HTTP error body from the edge kept for a log line. */
+const MAX_REFUSAL_BODY_BYTES = 300;
+
+/**
+ * Calls `onRefused` once if the edge answers the upgrade with an HTTP status instead of 101,
+ * with the status and the first line of its explanation; the socket then closes.
+ */
+export function whenRefused(socket: WebSocket, onRefused: (status: number, explanation: string) => void): void {
+  socket.on("unexpected-response", (request, response) => {
+    const status = response.statusCode ?? 0;
+    const chunks: Buffer[] = [];
+    let keptBytes = 0;
+    response.on("data", (chunk: Buffer) => {
+      if (keptBytes < MAX_REFUSAL_BODY_BYTES) chunks.push(chunk);
+      keptBytes += chunk.byteLength;
+    });
+    response.on("end", () => {
+      const body = Buffer.concat(chunks).subarray(0, MAX_REFUSAL_BODY_BYTES).toString("utf8").trim().split("\n")[0] ?? "";
+      onRefused(status, body);
+      request.destroy();
+    });
+    response.on("error", () => request.destroy());
+  });
 }
 
 /**

@@ -2,6 +2,7 @@
 
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
+import { startTunnelPool } from "./dialer.ts";
 import type { Logger } from "./log.ts";
 import { serveClient } from "./front-door.ts";
 import { createHttpFront } from "./http-front.ts";
@@ -31,11 +32,13 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     server.listen({ host: config.listenHost, port: config.listenPort }, () => resolve());
   });
   server.on("error", (error) => log.error(`listener: ${error.message}`));
+  const pool = startTunnelPool(config, log);
   return {
     address: server.address() as AddressInfo,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        pool.close();
         http.close();
         for (const client of clients) client.destroy();
       }),

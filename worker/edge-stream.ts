@@ -9,6 +9,7 @@ import {
   AddressType,
   CloseCode,
   DATA_HEADER_BYTES,
+  MAX_EARLY_DATA_BYTES,
   ProtocolError,
   StreamStatus,
   dataFrameAround,
@@ -45,6 +46,12 @@ export class EdgeStream {
   #state: StreamState = "opening";
   #socket: Socket | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  /** Early DATA that arrived while we dialed: written, uncounted, right after the OPEN's own early data. */
+  #earlyData: Uint8Array[] = [];
+  /** Early bytes so far, the OPEN's included: the agent may send MAX_EARLY_DATA_BYTES before OPENED. */
+  #earlyBytes: number;
+  /** A DATA frame has arrived: EARLY frames, sent before it, may no longer. */
+  #sawData = false;
   /** The agent sent END: no more upload DATA may arrive. */
   #uploadEnded = false;
   /** The destination has been sent FIN after every upload byte. */
@@ -63,6 +70,7 @@ export class EdgeStream {
     this.#config = config;
     this.#receive = new ReceiveWindow(config.windowBytes);
     this.#credit = new SendCredit(open.windowBytes, open.windowBytes);
+    this.#earlyBytes = open.earlyData.byteLength;
     this.finished = new Promise((resolve) => {
       this.#resolveFinished = resolve;
     });
@@ -107,6 +115,8 @@ export class EdgeStream {
     this.#send(encodeOpened(StreamStatus.Ok, this.#config.windowBytes));
     this.#writer = socket.writable.getWriter();
     if (this.#open.earlyData.byteLength > 0) this.#write(this.#open.earlyData, false);
+    for (const chunk of this.#earlyData) this.#write(chunk, false);
+    this.#earlyData = [];
     if (this.#uploadEnded) this.#closeUpload();
     void this.#pumpDownload(socket);
   }
@@ -116,8 +126,25 @@ export class EdgeStream {
     if (this.#state === "closed") return; // in flight when we reset: harmless, dropped
     if (this.#state === "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA before OPENED");
     if (this.#uploadEnded) throw new ProtocolError(CloseCode.UnexpectedFrame, "DATA after END");
+    this.#sawData = true;
     this.#receive.received(payload.byteLength);
     this.#write(payload, true);
+  }
+
+  /**
+   * Early upload bytes (a 0-RTT open): held while we dial, written uncounted after, bounded by
+   * MAX_EARLY_DATA_BYTES. The agent sent them before it saw OPENED, so they may arrive after it.
+   */
+  onEarly(payload: Uint8Array): void {
+    if (this.#state === "closed") return;
+    if (this.#uploadEnded) throw new ProtocolError(CloseCode.UnexpectedFrame, "EARLY after END");
+    if (this.#sawData) throw new ProtocolError(CloseCode.UnexpectedFrame, "EARLY after DATA");
+    this.#earlyBytes += payload.byteLength;
+    if (this.#earlyBytes > MAX_EARLY_DATA_BYTES) {
+      throw new ProtocolError(CloseCode.WindowExceeded, `agent sent ${this.#earlyBytes} early bytes; at most ${MAX_EARLY_DATA_BYTES}`);
+    }
+    if (this.#state === "opening") this.#earlyData.push(payload); // each message is its own ArrayBuffer: no copy needed
+    else this.#write(payload, false);
   }
 
   /** Credit from the agent for the download direction. */
@@ -221,6 +248,7 @@ export class EdgeStream {
   #failOpen(status: StreamStatus, reason: string): void {
     if (this.#state !== "opening") return;
     this.#state = "closed";
+    this.#earlyData = [];
     this.#send(encodeOpened(status, 0, reason));
     this.#closeSocket();
     this.#resolveFinished(this.#outcome(status, reason));
@@ -236,6 +264,7 @@ export class EdgeStream {
   #teardown(status: StreamStatus, reason: string): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
+    this.#earlyData = [];
     this.#credit.release();
     this.#closeSocket();
     this.#resolveFinished(this.#outcome(status, reason));

@@ -6,11 +6,35 @@
 // runs unchanged in workerd and in Node.
 
 /** Protocol version this build speaks. It travels in the WebSocket handshake as the subprotocol. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The Sec-WebSocket-Protocol value that names PROTOCOL_VERSION. */
 export const SUBPROTOCOL = `edgesocks.v${PROTOCOL_VERSION}`;
 /** Path of the tunnel endpoint on the Worker. */
 export const TUNNEL_PATH = "/tunnel";
+/**
+ * Upgrade request header that may carry the tunnel's first OPEN frame, base64url-encoded: the
+ * edge starts connect() before it answers 101, so a cold open costs one round trip less.
+ */
+export const OPEN_HEADER = "Edgesocks-Open";
+/**
+ * Largest OPEN frame OPEN_HEADER may carry, before encoding. Cloudflare limits request headers
+ * to 128 KB in all; 8 KiB holds a destination and a TLS ClientHello. Early data beyond it
+ * follows as DATA frames.
+ */
+export const MAX_HEADER_OPEN_BYTES = 8 * 1024;
+/**
+ * Upgrade request header (value "1") marking a warm spare: a tunnel the agent opens before it
+ * has a stream for it. The edge waits POOLED_OPEN_TIMEOUT_MS for its first OPEN instead of the
+ * open timeout.
+ */
+export const POOLED_HEADER = "Edgesocks-Pooled";
+/** How long the edge keeps a pooled tunnel that has not carried an OPEN yet. */
+export const POOLED_OPEN_TIMEOUT_MS = 300_000;
+/**
+ * The agent retires an unused pooled tunnel after this long (and opens its replacement first),
+ * so the edge's POOLED_OPEN_TIMEOUT_MS never closes one under a stream that is being opened.
+ */
+export const POOLED_MAX_IDLE_MS = 240_000;
 /**
  * Path of the DNS endpoint on the Worker: the agent POSTs each DNS query a SOCKS5 client sends
  * over UDP ASSOCIATE, and the edge answers it through a DNS-over-HTTPS resolver (RFC 8484).
@@ -42,6 +66,12 @@ export const FrameType = {
   End: 0x05,
   /** both ways: abort the stream at once; the WebSocket itself may carry the next OPEN. */
   Reset: 0x06,
+  /**
+   * agent -> edge: client bytes the agent sent before it had seen OPENED (a 0-RTT open). Outside
+   * every window, so it may reach the edge before or after OPENED left it; with the OPEN's own
+   * early data, at most MAX_EARLY_DATA_BYTES, and never after the first DATA.
+   */
+  Early: 0x07,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -103,7 +133,11 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** Largest DATA payload: a frame is one type byte plus the payload. */
 export const MAX_DATA_BYTES = MAX_FRAME_BYTES - 1;
-/** Bytes of client data an OPEN may carry before the edge has granted any window. */
+/**
+ * Bytes of client data the agent may send before it has seen OPENED, outside any window: in the
+ * OPEN frame and in EARLY frames that follow it. The edge holds them while it dials, and writes
+ * them first.
+ */
 export const MAX_EARLY_DATA_BYTES = 64 * 1024;
 /** Smallest receive window a peer may announce: below this a stream crawls. */
 export const MIN_WINDOW_BYTES = 16 * 1024;
@@ -137,10 +171,11 @@ export type OpenedFrame = {
   reason: string;
 };
 export type DataFrame = { type: typeof FrameType.Data; payload: Uint8Array };
+export type EarlyFrame = { type: typeof FrameType.Early; payload: Uint8Array };
 export type WindowFrame = { type: typeof FrameType.Window; bytes: number };
 export type EndFrame = { type: typeof FrameType.End };
 export type ResetFrame = { type: typeof FrameType.Reset; status: StreamStatus; reason: string };
-export type Frame = OpenFrame | OpenedFrame | DataFrame | WindowFrame | EndFrame | ResetFrame;
+export type Frame = OpenFrame | OpenedFrame | DataFrame | EarlyFrame | WindowFrame | EndFrame | ResetFrame;
 
 /** A protocol violation, carrying the close code the receiving side closes the WebSocket with. */
 export class ProtocolError extends Error {
@@ -212,11 +247,20 @@ export function encodeOpened(status: StreamStatus, windowBytes: number, reason =
 
 /** Encodes a DATA frame by copying the payload behind a type byte. */
 export function encodeData(payload: Uint8Array): Uint8Array {
+  return encodePayloadFrame(FrameType.Data, "DATA", payload);
+}
+
+/** Encodes an EARLY frame (DATA's layout) by copying the payload behind a type byte. */
+export function encodeEarly(payload: Uint8Array): Uint8Array {
+  return encodePayloadFrame(FrameType.Early, "EARLY", payload);
+}
+
+function encodePayloadFrame(type: typeof FrameType.Data | typeof FrameType.Early, name: string, payload: Uint8Array): Uint8Array {
   if (payload.byteLength === 0 || payload.byteLength > MAX_DATA_BYTES) {
-    throw new RangeError(`DATA payload is ${payload.byteLength} bytes; 1 to ${MAX_DATA_BYTES} allowed`);
+    throw new RangeError(`${name} payload is ${payload.byteLength} bytes; 1 to ${MAX_DATA_BYTES} allowed`);
   }
   const frame = new Uint8Array(1 + payload.byteLength);
-  frame[0] = FrameType.Data;
+  frame[0] = type;
   frame.set(payload, 1);
   return frame;
 }
@@ -297,6 +341,30 @@ export function encodeAddress(destination: Destination): Uint8Array {
   }
 }
 
+/** OPEN_HEADER's value for an OPEN frame: base64url without padding (RFC 4648 section 5). */
+export function encodeHeaderOpen(openFrame: Uint8Array): string {
+  if (openFrame.byteLength > MAX_HEADER_OPEN_BYTES) {
+    throw new RangeError(`an OPEN in the upgrade is at most ${MAX_HEADER_OPEN_BYTES} bytes, not ${openFrame.byteLength}`);
+  }
+  let binary = "";
+  for (const byte of openFrame) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** The OPEN frame an OPEN_HEADER value carries, or ProtocolError(MalformedFrame) saying what is wrong. */
+export function decodeHeaderOpen(value: string): OpenFrame {
+  if (!/^[A-Za-z0-9_-]*$/.test(value) || value.length % 4 === 1) throw malformed(`${OPEN_HEADER} is not base64url`);
+  if (Math.floor((value.length * 3) / 4) > MAX_HEADER_OPEN_BYTES) {
+    throw new ProtocolError(CloseCode.FrameTooLarge, `${OPEN_HEADER} carries more than ${MAX_HEADER_OPEN_BYTES} bytes`);
+  }
+  const binary = atob(value.replace(/-/g, "+").replace(/_/g, "/"));
+  const bytes = new Uint8Array(binary.length);
+  for (let index = 0; index < binary.length; index++) bytes[index] = binary.charCodeAt(index);
+  const frame = decodeFrame(bytes);
+  if (frame.type !== FrameType.Open) throw malformed(`${OPEN_HEADER} carries frame type ${frame.type}, not OPEN`);
+  return frame;
+}
+
 // ---- decoding -------------------------------------------------------------------------------
 
 /** Decodes one WebSocket binary message into a frame, or throws ProtocolError with its close code. */
@@ -319,6 +387,9 @@ export function decodeFrame(message: Uint8Array): Frame {
     }
     case FrameType.Data:
       if (message.byteLength < 2) throw malformed("DATA with no payload");
+      return { type, payload: message.subarray(1) };
+    case FrameType.Early:
+      if (message.byteLength < 2) throw malformed("EARLY with no payload");
       return { type, payload: message.subarray(1) };
     case FrameType.Window: {
       if (message.byteLength !== 5) throw malformed("WINDOW must be exactly 5 bytes");

@@ -1,10 +1,18 @@
-// One tunnel WebSocket at the edge: waits for OPEN, runs the stream it names, and after the
-// stream ends waits for the next OPEN on the same socket (protocol room for reuse; the v1 agent
-// closes the socket after one stream).
+// One tunnel WebSocket at the edge: runs the stream its upgrade named or waits for OPEN, and
+// after the stream ends waits for the next OPEN on the same socket (protocol room for reuse; the
+// v2 agent closes the socket after one stream).
 
 import type { EdgeConfig } from "./config.ts";
 import { EdgeStream, type StreamOutcome } from "./edge-stream.ts";
-import { CloseCode, FrameType, ProtocolError, StreamStatus, closeReason, decodeFrame, type Frame } from "./protocol.ts";
+import { CloseCode, FrameType, POOLED_OPEN_TIMEOUT_MS, ProtocolError, StreamStatus, closeReason, decodeFrame, type Frame, type OpenFrame } from "./protocol.ts";
+
+/** What the upgrade request said about the tunnel's first stream. */
+export type TunnelStart =
+  /** The upgrade carried the first OPEN: dial it at once. */
+  | { kind: "open"; open: OpenFrame }
+  /** A warm spare: its first OPEN may come after POOLED_OPEN_TIMEOUT_MS rather than the open timeout. */
+  | { kind: "pooled" }
+  | { kind: "plain" };
 
 /** Runs the tunnel protocol on an accepted server-side WebSocket. */
 export class TunnelSession {
@@ -26,12 +34,13 @@ export class TunnelSession {
     this.#waitUntil = waitUntil;
   }
 
-  /** Starts listening; the caller has already called accept(). */
-  start(): void {
+  /** Starts listening, and dials the upgrade's OPEN if it carried one; the caller has already called accept(). */
+  start(how: TunnelStart): void {
     this.#socket.addEventListener("message", (event) => this.#onMessage(event.data));
     this.#socket.addEventListener("close", (event) => this.#onSocketGone(`tunnel closed by agent (${event.code})`));
     this.#socket.addEventListener("error", () => this.#onSocketGone("tunnel WebSocket failed"));
-    this.#armOpenTimer();
+    if (how.kind === "open") this.#dispatch(how.open);
+    else this.#armOpenTimer(how.kind === "pooled" ? POOLED_OPEN_TIMEOUT_MS : this.#config.openTimeoutMs);
   }
 
   #onMessage(data: string | ArrayBuffer): void {
@@ -60,13 +69,17 @@ export class TunnelSession {
       return;
     }
     if (!stream) {
-      const isStale = frame.type === FrameType.Data || frame.type === FrameType.Window || frame.type === FrameType.End || frame.type === FrameType.Reset;
+      const isStale =
+        frame.type === FrameType.Data || frame.type === FrameType.Early || frame.type === FrameType.Window || frame.type === FrameType.End || frame.type === FrameType.Reset;
       if (this.#discardingStaleFrames && isStale) return;
       throw new ProtocolError(CloseCode.UnexpectedFrame, `frame type ${frame.type} before OPEN`);
     }
     switch (frame.type) {
       case FrameType.Data:
         stream.onData(frame.payload);
+        return;
+      case FrameType.Early:
+        stream.onEarly(frame.payload);
         return;
       case FrameType.Window:
         stream.onWindow(frame.bytes);
@@ -96,15 +109,12 @@ export class TunnelSession {
     if (this.#stream !== stream) return; // a drained stream finishing after the next one took over
     this.#stream = undefined;
     this.#discardingStaleFrames = true;
-    if (!this.#closed) this.#armOpenTimer();
+    if (!this.#closed) this.#armOpenTimer(this.#config.openTimeoutMs);
   }
 
-  #armOpenTimer(): void {
+  #armOpenTimer(timeoutMs: number): void {
     if (this.#openTimer !== undefined) clearTimeout(this.#openTimer);
-    this.#openTimer = setTimeout(
-      () => this.#close(CloseCode.Timeout, `no OPEN within ${this.#config.openTimeoutMs} ms`),
-      this.#config.openTimeoutMs,
-    );
+    this.#openTimer = setTimeout(() => this.#close(CloseCode.Timeout, `no OPEN within ${timeoutMs} ms`), timeoutMs);
   }
 
   #sendFrame(frame: Uint8Array): void {

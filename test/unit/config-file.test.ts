@@ -58,7 +58,8 @@ describe("the example docs/edgesocks.example.json", () => {
     ]);
     expect(settings.bypass).toBe("private");
     expect(settings.logLevel).toBe("info");
-    expect(settings.limits).toEqual({ maxConnections: 256, windowBytes: 1_048_576, handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000 });
+    expect(settings.limits).toEqual({ maxConnections: 256, windowBytes: 1_048_576, handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, poolSize: 4 });
+    expect(settings.zeroRtt).toBe(false);
   });
 
   it("routes by its rules in file order", () => {
@@ -134,10 +135,10 @@ describe("parseConfigFile", () => {
   });
 
   it.each([
-    [{ lsiten: "127.0.0.1:1080" }, "lsiten: unknown field (expected listen, edge, tokenFile, users, rules, bypass, limits, logLevel)"],
+    [{ lsiten: "127.0.0.1:1080" }, "lsiten: unknown field (expected listen, edge, tokenFile, users, rules, bypass, limits, logLevel, zeroRtt)"],
     [{ users: [{ name: "a", password: SECRET, passwrd: SECRET }] }, "users[0].passwrd: unknown field (expected name, password, passwordEnv, passwordFile)"],
     [{ rules: [{ route: "direct", domain: "corp.example" }] }, "rules[0].domain: unknown field (expected route, suffix, host, cidr, port)"],
-    [{ limits: { maxConnection: 5 } }, "limits.maxConnection: unknown field (expected windowBytes, handshakeTimeoutMs, openTimeoutMs, pingIntervalMs, maxConnections)"],
+    [{ limits: { maxConnection: 5 } }, "limits.maxConnection: unknown field (expected windowBytes, handshakeTimeoutMs, openTimeoutMs, pingIntervalMs, maxConnections, poolSize)"],
   ])("refuses the unknown field in %j", (value, message) => {
     expect(fieldError(value)).toContain(`${FILE}: ${message}`);
   });
@@ -165,6 +166,7 @@ describe("parseConfigFile", () => {
     [{ limits: 5 }, "limits: must be an object, not a number"],
     [{ limits: { windowBytes: "65536" } }, "limits.windowBytes: must be a number, not a string"],
     [{ logLevel: 2 }, "logLevel: must be a string, not a number"],
+    [{ zeroRtt: "yes" }, "zeroRtt: must be true or false, not a string"],
   ])("refuses the wrong type in %j", (value, message) => {
     expect(fieldError(value)).toBe(`${FILE}: ${message}`);
   });
@@ -179,6 +181,7 @@ describe("parseConfigFile", () => {
     [{ logLevel: "verbose" }, 'logLevel: must be one of error, warn, info, debug, not "verbose"'],
     [{ limits: { windowBytes: 12 } }, "limits.windowBytes must be an integer from 16384 to 67108864, not 12"],
     [{ limits: { maxConnections: 0 } }, "limits.maxConnections must be an integer from 1 to 100000, not 0"],
+    [{ limits: { poolSize: 65 } }, "limits.poolSize must be an integer from 0 to 64, not 65"],
     [{ limits: { openTimeoutMs: 1500.5 } }, "limits.openTimeoutMs must be an integer from 100 to 600000, not 1500.5"],
     [{ limits: { pingIntervalMs: 600_001 } }, "limits.pingIntervalMs must be an integer from 100 to 600000, not 600001"],
   ])("refuses the bad value in %j", (value, message) => {

@@ -57,12 +57,14 @@ describe("parseAgentCommand", () => {
       openTimeoutMs: 15_000,
       pingIntervalMs: 15_000,
       maxConnections: 1024,
+      poolSize: 4,
       logLevel: "info",
       bypass: "private",
       rules: [...PRIVATE_RULES],
       users: new Map(),
+      zeroRtt: false,
     } satisfies AgentConfig);
-    expect(DEFAULTS).toMatchObject({ handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, maxConnections: 1024, logLevel: "info" });
+    expect(DEFAULTS).toMatchObject({ handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, maxConnections: 1024, poolSize: 4, logLevel: "info" });
   });
 
   it("applies every flag", () => {
@@ -85,6 +87,9 @@ describe("parseAgentCommand", () => {
         "4000",
         "--max-connections",
         "5",
+        "--pool-size",
+        "0",
+        "--zero-rtt",
         "--log-level",
         "debug",
         "--bypass",
@@ -105,10 +110,12 @@ describe("parseAgentCommand", () => {
       openTimeoutMs: 3000,
       pingIntervalMs: 4000,
       maxConnections: 5,
+      poolSize: 0,
       logLevel: "debug",
       bypass: "none",
       rules: [{ route: "direct", domainSuffix: "corp.example", text: "direct:suffix=corp.example" }],
       users: new Map(),
+      zeroRtt: true,
     } satisfies AgentConfig);
   });
 

@@ -17,6 +17,14 @@ import {
   ProtocolError,
   StreamStatus,
   SUBPROTOCOL,
+  OPEN_HEADER,
+  MAX_HEADER_OPEN_BYTES,
+  POOLED_HEADER,
+  POOLED_OPEN_TIMEOUT_MS,
+  POOLED_MAX_IDLE_MS,
+  encodeHeaderOpen,
+  decodeHeaderOpen,
+  encodeEarly,
   TUNNEL_PATH,
   closeReason,
   dataFrameAround,
@@ -79,10 +87,15 @@ const ipv4Open = (tail: number[]): Uint8Array => bytes(FrameType.Open, AddressTy
 const portAndWindow = (port: number, windowBytes: number): number[] => [...u16(port), ...u32(windowBytes)];
 
 describe("wire constants", () => {
-  it("match the numbers docs/protocol.md fixes for v1", () => {
-    expect(SUBPROTOCOL).toBe("edgesocks.v1");
+  it("match the numbers docs/protocol.md fixes for v2", () => {
+    expect(SUBPROTOCOL).toBe("edgesocks.v2");
+    expect(OPEN_HEADER).toBe("Edgesocks-Open");
+    expect(MAX_HEADER_OPEN_BYTES).toBe(8192);
+    expect(POOLED_HEADER).toBe("Edgesocks-Pooled");
+    expect(POOLED_OPEN_TIMEOUT_MS).toBe(300_000);
+    expect(POOLED_MAX_IDLE_MS).toBeLessThan(POOLED_OPEN_TIMEOUT_MS);
     expect(TUNNEL_PATH).toBe("/tunnel");
-    expect(FrameType).toEqual({ Open: 1, Opened: 2, Data: 3, Window: 4, End: 5, Reset: 6 });
+    expect(FrameType).toEqual({ Open: 1, Opened: 2, Data: 3, Window: 4, End: 5, Reset: 6, Early: 7 });
     expect(AddressType).toEqual({ IPv4: 1, Domain: 3, IPv6: 4 });
     expect(Object.values(StreamStatus)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(CloseCode).toEqual({
@@ -167,6 +180,54 @@ describe("OPEN", () => {
   });
 });
 
+describe("OPEN in the upgrade (OPEN_HEADER)", () => {
+  const destination: Destination = { type: AddressType.Domain, host: "example.com", port: 443 };
+
+  it("round-trips an OPEN with early data through base64url without padding", () => {
+    const early = new Uint8Array(1000).map((_, index) => (index * 7) & 0xff);
+    const frame = encodeOpen(destination, DEFAULT_WINDOW_BYTES, early);
+    const value = encodeHeaderOpen(frame);
+    expect(value).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(decodeHeaderOpen(value)).toEqual({ type: FrameType.Open, destination, windowBytes: DEFAULT_WINDOW_BYTES, earlyData: early });
+  });
+
+  it("encodes bytes that need - and _ in base64url", () => {
+    // Every byte value: base64 of it holds 62 and 63, "+" and "/" in plain base64.
+    const early = new Uint8Array(256).map((_, index) => index);
+    const value = encodeHeaderOpen(encodeOpen(destination, DEFAULT_WINDOW_BYTES, early));
+    expect(value).toContain("-");
+    expect(value).toContain("_");
+    expect(value).not.toMatch(/[+/=]/);
+    expect(decodeHeaderOpen(value).earlyData).toEqual(early);
+  });
+
+  it("refuses to encode an OPEN larger than MAX_HEADER_OPEN_BYTES", () => {
+    const overhead = encodeOpen(destination, DEFAULT_WINDOW_BYTES).byteLength;
+    expect(() => encodeHeaderOpen(encodeOpen(destination, DEFAULT_WINDOW_BYTES, new Uint8Array(MAX_HEADER_OPEN_BYTES - overhead)))).not.toThrow();
+    expect(() => encodeHeaderOpen(encodeOpen(destination, DEFAULT_WINDOW_BYTES, new Uint8Array(MAX_HEADER_OPEN_BYTES - overhead + 1)))).toThrow(RangeError);
+  });
+
+  it.each([
+    ["a character outside base64url", "AQMLZXhhbXBsZS5jb20Bu+AAAA", CloseCode.MalformedFrame, /not base64url/],
+    ["padding", "AQ==", CloseCode.MalformedFrame, /not base64url/],
+    ["a length no base64 has", "AQMLZ", CloseCode.MalformedFrame, /not base64url/],
+    ["an empty value", "", CloseCode.MalformedFrame, /empty message/],
+    ["a DATA frame", encodeHeaderOpen(encodeData(Uint8Array.of(1))), CloseCode.MalformedFrame, /carries frame type 3, not OPEN/],
+    ["a truncated OPEN", encodeHeaderOpen(Uint8Array.of(FrameType.Open, AddressType.IPv4, 127, 0)), CloseCode.MalformedFrame, /truncated/],
+    ["more than MAX_HEADER_OPEN_BYTES", "A".repeat(Math.ceil((MAX_HEADER_OPEN_BYTES * 4) / 3) + 4), CloseCode.FrameTooLarge, /more than 8192 bytes/],
+  ])("refuses %s", (_, value, closeCode, pattern) => {
+    let caught: unknown;
+    try {
+      decodeHeaderOpen(value);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ProtocolError);
+    expect((caught as ProtocolError).closeCode).toBe(closeCode);
+    expect((caught as ProtocolError).message).toMatch(pattern);
+  });
+});
+
 describe("OPENED", () => {
   it("encodes the docs examples byte for byte", () => {
     expect(Array.from(encodeOpened(StreamStatus.Ok, DEFAULT_WINDOW_BYTES))).toEqual([0x02, 0x00, 0x00, 0x10, 0x00, 0x00]);
@@ -211,6 +272,13 @@ describe("DATA", () => {
     const decoded = decodeFrame(frame);
     expect(decoded.type).toBe(FrameType.Data);
     expect(Array.from((decoded as { payload: Uint8Array }).payload)).toEqual([1, 2, 3]);
+  });
+
+  it("EARLY has DATA's layout under its own type byte", () => {
+    const frame = encodeEarly(Uint8Array.of(1, 2, 3));
+    expect(Array.from(frame)).toEqual([FrameType.Early, 1, 2, 3]);
+    expect(decodeFrame(frame)).toEqual({ type: FrameType.Early, payload: Uint8Array.of(1, 2, 3) });
+    expect(() => encodeEarly(new Uint8Array(0))).toThrow(/EARLY payload is 0 bytes/);
   });
 
   it("round-trips the largest payload, filling MAX_FRAME_BYTES exactly", () => {
@@ -291,7 +359,7 @@ describe("decodeFrame refuses with 4400", () => {
     expectMalformed(new Uint8Array(0), /empty/);
   });
 
-  it.each([0x00, 0x07, 0x7f, 0xff])("unknown frame type %i", (type) => {
+  it.each([0x00, 0x08, 0x7f, 0xff])("unknown frame type %i", (type) => {
     expectMalformed(bytes(type, 0, 0, 0, 0), new RegExp(`unknown frame type 0x${type.toString(16).padStart(2, "0")}`));
   });
 
@@ -381,6 +449,10 @@ describe("decodeFrame refuses with 4400", () => {
     it("with a reason that is not UTF-8", () => {
       expectMalformed(bytes(FrameType.Opened, StreamStatus.GeneralFailure, u32(0), [0x66, 0xff]), /OPENED reason is not UTF-8/);
     });
+  });
+
+  it("EARLY with no payload", () => {
+    expectMalformed(bytes(FrameType.Early), /EARLY with no payload/);
   });
 
   it("DATA with no payload", () => {

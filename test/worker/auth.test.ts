@@ -104,28 +104,28 @@ describe("GET /tunnel method, upgrade and version checks", () => {
   });
 
   it("answers 400 naming the edge's version when the offered subprotocol is another version", async () => {
-    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v2" }) });
+    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v1" }) });
     expect(response.status).toBe(400);
-    expect(await response.text()).toMatch(/^unsupported protocol version: this edge speaks edgesocks\.v1; .+\n$/);
+    expect(await response.text()).toMatch(/^unsupported protocol version: this edge speaks edgesocks\.v2; .+\n$/);
     expect(response.webSocket).toBeNull();
   });
 
   it("answers 400 when no subprotocol is offered", async () => {
     const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": undefined }) });
     expect(response.status).toBe(400);
-    expect(await response.text()).toContain("this edge speaks edgesocks.v1");
+    expect(await response.text()).toContain("this edge speaks edgesocks.v2");
   });
 
   it("checks the token before the version, so an unauthenticated peer learns no version", async () => {
     const response = await requestTunnel({
-      headers: tunnelHeaders({ Authorization: "Bearer worker-test-token-wrong-0000000", "Sec-WebSocket-Protocol": "edgesocks.v2" }),
+      headers: tunnelHeaders({ Authorization: "Bearer worker-test-token-wrong-0000000", "Sec-WebSocket-Protocol": "edgesocks.v1" }),
     });
     expect(response.status).toBe(401);
     expect(await response.text()).not.toContain("edgesocks.v");
   });
 
-  it("picks edgesocks.v1 out of a list of offered versions", async () => {
-    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v2, edgesocks.v1" }) });
+  it("picks edgesocks.v2 out of a list of offered versions", async () => {
+    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v3, edgesocks.v2" }) });
     acceptTunnel(response);
     expect(response.status).toBe(101);
     expect(response.headers.get("Sec-WebSocket-Protocol")).toBe(SUBPROTOCOL);

@@ -47,7 +47,7 @@ async function echoStream(tunnel: TunnelClient, text: string): Promise<void> {
 }
 
 describe("frames in the wrong state", () => {
-  it("closes 4409 on DATA sent behind OPEN, before OPENED", async () => {
+  it("closes 4409 on DATA sent behind OPEN, before OPENED (early bytes go in EARLY frames)", async () => {
     const tunnel = await openTunnel();
     tunnel.send(encodeOpen(dialedByName(), DEFAULT_WINDOW_BYTES));
     tunnel.send(encodeData(utf8("eager")));

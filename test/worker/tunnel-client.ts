@@ -51,9 +51,13 @@ export function requestWithEnv(env: EdgeEnv, path = "/tunnel", init: RequestInit
 
 const openClients = new Set<TunnelClient>();
 
-/** Opens a tunnel through the test Worker, or through the app with `env` when given. */
-export async function openTunnel(env?: EdgeEnv): Promise<TunnelClient> {
-  const response = env === undefined ? await requestTunnel() : await requestWithEnv(env);
+/**
+ * Opens a tunnel through the test Worker, or through the app with `env` when given; `headers`
+ * are added to the upgrade request (the v2 OPEN and pooled headers).
+ */
+export async function openTunnel(env?: EdgeEnv, headers: Record<string, string> = {}): Promise<TunnelClient> {
+  const init = { headers: tunnelHeaders(headers) };
+  const response = env === undefined ? await requestTunnel(init) : await requestWithEnv(env, "/tunnel", init);
   if (response.status !== 101 || !response.webSocket) {
     throw new Error(`tunnel upgrade failed: HTTP ${response.status} ${await response.text()}`);
   }
@@ -207,7 +211,7 @@ export class TunnelClient {
     }
   }
 
-  /** Closes the tunnel from the agent's side, as the v1 agent does after its stream. */
+  /** Closes the tunnel from the agent's side, as the agent does after its stream. */
   close(): void {
     if (this.#closeInfo) return;
     try {

@@ -1,0 +1,169 @@
+// The warm pool: tunnels to the edge opened before any client asks for them, so a new
+// connection's OPEN leaves at once instead of after the TCP, TLS and WebSocket handshakes.
+//
+// Bounded (config.poolSize spares, opened at most that many at a time), renewed before the
+// edge's POOLED_OPEN_TIMEOUT_MS could close one, and refilled with exponential backoff while
+// the edge cannot be reached, so a dead edge costs a few requests a minute, not a storm.
+
+import WebSocket from "ws";
+import type { AgentConfig } from "./config.ts";
+import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
+import type { Logger } from "./log.ts";
+import { CloseCode, POOLED_HEADER, POOLED_MAX_IDLE_MS } from "../worker/protocol.ts";
+
+/** First wait after a failed spare; it doubles with each failure in a row. */
+const FIRST_RETRY_MS = 1_000;
+/** Longest wait between attempts while the edge keeps failing. */
+const MAX_RETRY_MS = 60_000;
+/**
+ * A spare the edge closes sooner than this after opening it counts as a failure (an edge that
+ * accepts and drops at once would otherwise be retried in a tight loop).
+ */
+const MIN_HEALTHY_LIFETIME_MS = 1_000;
+
+type Spare = { socket: WebSocket; openedAtMs: number; retireTimer: ReturnType<typeof setTimeout>; detach: () => void };
+
+export class TunnelPool {
+  readonly #config: AgentConfig;
+  readonly #log: Logger;
+  readonly #ready: Spare[] = [];
+  /** Spares whose upgrade is under way. */
+  #connecting = new Set<WebSocket>();
+  #failuresInARow = 0;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  constructor(config: AgentConfig, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+  }
+
+  /** Tunnels open and waiting for an OPEN. */
+  get readyCount(): number {
+    return this.#ready.length;
+  }
+
+  /** Opens spares up to the pool size. */
+  start(): void {
+    this.#fill();
+  }
+
+  /**
+   * An open tunnel the edge is waiting on, now the caller's alone (a replacement is being
+   * opened), or undefined when none is ready.
+   */
+  take(): WebSocket | undefined {
+    let taken: WebSocket | undefined;
+    while (taken === undefined && this.#ready.length > 0) {
+      const spare = this.#ready.shift() as Spare;
+      clearTimeout(spare.retireTimer);
+      spare.detach();
+      if (spare.socket.readyState === WebSocket.OPEN) taken = spare.socket;
+      else spare.socket.terminate();
+    }
+    this.#fill();
+    return taken;
+  }
+
+  /** Closes every spare and stops refilling. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    for (const spare of this.#ready.splice(0)) {
+      clearTimeout(spare.retireTimer);
+      spare.detach();
+      spare.socket.close(CloseCode.Normal, "agent closing");
+    }
+    for (const socket of this.#connecting) socket.terminate();
+    this.#connecting.clear();
+  }
+
+  #fill(): void {
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    while (this.#ready.length + this.#connecting.size < this.#config.poolSize) this.#openSpare();
+  }
+
+  #openSpare(): void {
+    const socket = openEdgeSocket(this.#config, { [POOLED_HEADER]: "1" });
+    this.#connecting.add(socket);
+    let why = "";
+    let spare: Spare | undefined;
+    const onOpen = () => {
+      this.#connecting.delete(socket);
+      if (this.#closed) {
+        socket.close(CloseCode.Normal, "agent closing");
+        return;
+      }
+      this.#failuresInARow = 0;
+      spare = {
+        socket,
+        openedAtMs: Date.now(),
+        // Renewed before the edge's POOLED_OPEN_TIMEOUT_MS: the replacement opens as this one closes.
+        retireTimer: setTimeout(() => this.#retire(socket, "renewed"), POOLED_MAX_IDLE_MS),
+        detach,
+      };
+      this.#ready.push(spare);
+      this.#log.debug(`warm pool: ${this.#ready.length} of ${this.#config.poolSize} spares ready`);
+    };
+    const onError = (error: Error) => {
+      why ||= error.message;
+    };
+    // A spare carries no stream: any frame on it is a broken edge.
+    const onMessage = () => this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
+    const onClose = (code: number, reason: Buffer) => {
+      const cause = why || `closed by the edge (${code}${reason.byteLength > 0 ? ` ${reason.toString("utf8")}` : ""})`;
+      if (this.#connecting.delete(socket)) {
+        this.#failed(cause);
+        return;
+      }
+      const index = spare === undefined ? -1 : this.#ready.indexOf(spare);
+      if (index < 0 || spare === undefined) return; // taken or retired: no longer ours
+      this.#ready.splice(index, 1);
+      clearTimeout(spare.retireTimer);
+      if (Date.now() - spare.openedAtMs < MIN_HEALTHY_LIFETIME_MS) this.#failed(cause);
+      else this.#fill();
+    };
+    const detach = () => {
+      socket.off("open", onOpen);
+      socket.off("error", onError);
+      socket.off("message", onMessage);
+      socket.off("close", onClose);
+    };
+    socket.on("open", onOpen);
+    socket.on("error", onError);
+    socket.on("message", onMessage);
+    socket.on("close", onClose);
+    // After a refusal ws may never emit close: the refusal itself ends the attempt.
+    whenRefused(socket, (status, explanation) => {
+      if (this.#connecting.delete(socket)) this.#failed(`edge refused the tunnel: HTTP ${status} ${explanation}`.trim());
+    });
+  }
+
+  #retire(socket: WebSocket, reason: string, code: number = CloseCode.Normal): void {
+    const index = this.#ready.findIndex((spare) => spare.socket === socket);
+    if (index < 0) return;
+    const [spare] = this.#ready.splice(index, 1);
+    if (spare) {
+      clearTimeout(spare.retireTimer);
+      spare.detach();
+    }
+    socket.close(code, reason);
+    this.#fill();
+  }
+
+  /** A spare could not be opened: wait, doubling the wait with each failure in a row, then refill. */
+  #failed(cause: string): void {
+    // Spares that fail together (an edge down while several were opening) count as one failure.
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    this.#failuresInARow++;
+    const waitMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.#failuresInARow - 1));
+    const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${(waitMs / 1000).toFixed(0)} s`;
+    if (this.#failuresInARow === 1) this.#log.warn(message);
+    else this.#log.debug(message);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#fill();
+    }, waitMs);
+    this.#retryTimer.unref();
+  }
+}
