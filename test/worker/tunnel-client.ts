@@ -250,6 +250,8 @@ export function describeFrame(frame: Frame): string {
       return `OPENED status=${frame.status} window=${frame.windowBytes} reason="${frame.reason}"`;
     case FrameType.Data:
       return `DATA ${frame.payload.byteLength} bytes`;
+    case FrameType.Early:
+      return `EARLY ${frame.payload.byteLength} bytes`;
     case FrameType.Window:
       return `WINDOW ${frame.bytes}`;
     case FrameType.End:
