@@ -68,6 +68,14 @@ function readBytes(socket: Socket, count: number): Promise<Buffer> {
   });
 }
 
+/** A loopback port nothing listens on (bound, then released). */
+async function unusedPort(): Promise<number> {
+  const server = createServer();
+  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)));
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
 /** Resolves with how the socket ended: "end" for a FIN, else the error code (ECONNRESET). */
 function ending(socket: Socket): Promise<string> {
   return new Promise((resolve) => {
@@ -150,15 +158,36 @@ describe("--zero-rtt", () => {
   });
 
   it.each([["a warm tunnel", "2"], ["a cold tunnel", "0"]])("resets the client when the destination refuses, on %s", async (_, poolSize) => {
-    const closed = createServer();
-    const closedPort = await new Promise<number>((resolve) => closed.listen(0, "127.0.0.1", () => resolve((closed.address() as { port: number }).port)));
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const closedPort = await unusedPort();
     const agent = await agentWith(["--pool-size", poolSize, "--zero-rtt", "--log-level", "debug"]);
     if (poolSize !== "0") await agent.waitForLog(/warm pool: 2 of 2 spares ready/);
     const { socket, reply } = await connectWithPayload(agent.port, closedPort, Buffer.from("hello"));
     expect(reply).toBe(0x00);
     expect(await ending(socket)).toBe("ECONNRESET");
     await agent.waitForLog(/connection refused after a 0-RTT answer, client reset/);
+  });
+
+  it.each([
+    ["SOCKS4", (port: number) => Buffer.from([0x04, 0x01, port >> 8, port & 0xff, 127, 0, 0, 1, 0x00]), Buffer.from([0x00, 0x5a])],
+    ["HTTP CONNECT", (port: number) => Buffer.from(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`), Buffer.from("HTTP/1.1 200")],
+  ])("answers %s success at once, then resets the client when the destination refuses", async (_, request, success) => {
+    const closedPort = await unusedPort();
+    const agent = await agentWith(["--pool-size", "0", "--zero-rtt"]);
+    const socket = connect({ port: agent.port, host: "127.0.0.1" });
+    await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+    socket.write(request(closedPort));
+    expect(await readBytes(socket, success.byteLength)).toEqual(success);
+    expect(await ending(socket)).toBe("ECONNRESET");
+  });
+
+  it("still answers a forwarded http:// request 502 when the destination refuses", async () => {
+    const closedPort = await unusedPort();
+    const agent = await agentWith(["--pool-size", "0", "--zero-rtt"]);
+    const socket = connect({ port: agent.port, host: "127.0.0.1" });
+    await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+    socket.write(`GET http://127.0.0.1:${closedPort}/ HTTP/1.1\r\nHost: 127.0.0.1:${closedPort}\r\n\r\n`);
+    expect((await readBytes(socket, 12)).toString()).toBe("HTTP/1.1 502");
+    socket.destroy();
   });
 
   it.each([["a warm tunnel", "2"], ["a cold tunnel", "0"]])(
