@@ -213,14 +213,18 @@ export class EdgeStream {
 
   async #pumpDownload(socket: Socket): Promise<void> {
     const reader = socket.readable.getReader({ mode: "byob" });
+    // One buffer for the whole stream: each read transfers it into `value` and hands it back, and
+    // WebSocket.send() copies the frame out before returning, so the next read may reuse it.
+    // A fresh ArrayBuffer per read cost workerd ~12% of its download CPU (zero-fill, page faults).
+    let buffer = new ArrayBuffer(DATA_HEADER_BYTES + this.#config.readBytes);
     try {
       for (;;) {
         await this.#credit.whenAvailable();
         if (this.#state !== "open") return;
         const wantBytes = Math.min(this.#credit.availableBytes, this.#config.readBytes);
         // Read behind a one-byte gap so the DATA header goes in front without a copy.
-        const buffer = new ArrayBuffer(DATA_HEADER_BYTES + wantBytes);
         const { value, done } = await reader.read(new Uint8Array(buffer, DATA_HEADER_BYTES, wantBytes));
+        buffer = value?.buffer ?? new ArrayBuffer(DATA_HEADER_BYTES + this.#config.readBytes);
         if (this.#state !== "open") return;
         if (done) {
           this.#downloadEnded = true;
