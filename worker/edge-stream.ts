@@ -46,7 +46,7 @@ export class EdgeStream {
   #state: StreamState = "opening";
   #socket: Socket | undefined;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  /** Early DATA that arrived while we dialed: written, uncounted, right after the OPEN's own early data. */
+  /** EARLY payloads that arrived while we dialed: written, uncounted, right after the OPEN's own early data. */
   #earlyData: Uint8Array[] = [];
   /** Early bytes so far, the OPEN's included: the agent may send MAX_EARLY_DATA_BYTES before OPENED. */
   #earlyBytes: number;

@@ -19,7 +19,7 @@ export const OPEN_HEADER = "Edgesocks-Open";
 /**
  * Largest OPEN frame OPEN_HEADER may carry, before encoding. Cloudflare limits request headers
  * to 128 KB in all; 8 KiB holds a destination and a TLS ClientHello. Early data beyond it
- * follows as DATA frames.
+ * follows as EARLY frames.
  */
 export const MAX_HEADER_OPEN_BYTES = 8 * 1024;
 /**
@@ -245,23 +245,32 @@ export function encodeOpened(status: StreamStatus, windowBytes: number, reason =
   return frame;
 }
 
-/** Encodes a DATA frame by copying the payload behind a type byte. */
-export function encodeData(payload: Uint8Array): Uint8Array {
+/**
+ * Encodes a DATA frame by copying the payload behind a type byte. The payload may come in
+ * pieces, which are joined in the same copy: the agent packs several socket reads into one frame.
+ */
+export function encodeData(payload: Uint8Array | readonly Uint8Array[]): Uint8Array {
   return encodePayloadFrame(FrameType.Data, "DATA", payload);
 }
 
-/** Encodes an EARLY frame (DATA's layout) by copying the payload behind a type byte. */
-export function encodeEarly(payload: Uint8Array): Uint8Array {
+/** Encodes an EARLY frame (DATA's layout) by copying the payload, whole or in pieces, behind a type byte. */
+export function encodeEarly(payload: Uint8Array | readonly Uint8Array[]): Uint8Array {
   return encodePayloadFrame(FrameType.Early, "EARLY", payload);
 }
 
-function encodePayloadFrame(type: typeof FrameType.Data | typeof FrameType.Early, name: string, payload: Uint8Array): Uint8Array {
-  if (payload.byteLength === 0 || payload.byteLength > MAX_DATA_BYTES) {
-    throw new RangeError(`${name} payload is ${payload.byteLength} bytes; 1 to ${MAX_DATA_BYTES} allowed`);
+function encodePayloadFrame(type: typeof FrameType.Data | typeof FrameType.Early, name: string, payload: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  const pieces = payload instanceof Uint8Array ? [payload] : payload;
+  const payloadBytes = pieces.reduce((total, piece) => total + piece.byteLength, 0);
+  if (payloadBytes === 0 || payloadBytes > MAX_DATA_BYTES) {
+    throw new RangeError(`${name} payload is ${payloadBytes} bytes; 1 to ${MAX_DATA_BYTES} allowed`);
   }
-  const frame = new Uint8Array(1 + payload.byteLength);
+  const frame = new Uint8Array(1 + payloadBytes);
   frame[0] = type;
-  frame.set(payload, 1);
+  let offset = 1;
+  for (const piece of pieces) {
+    frame.set(piece, offset);
+    offset += piece.byteLength;
+  }
   return frame;
 }
 

@@ -1,4 +1,4 @@
-// How the agent opens streams (docs/protocol.md §3): on warm pooled tunnels when it has them, on
+// How the agent opens streams (docs/protocol.md §4, "At the agent"): on warm pooled tunnels when it has them, on
 // new tunnels whose upgrade carries the OPEN when it has not, and with --zero-rtt before the edge
 // has answered at all, resetting the client when the open then fails.
 
@@ -125,6 +125,19 @@ describe("a cold open", () => {
     const open = decodeHeaderOpen(headerValue(head ?? "", OPEN_HEADER) ?? "");
     expect(open.destination).toEqual({ type: AddressType.IPv4, host: "127.0.0.1", port: echoOrigin.port });
     expect(Buffer.from(open.earlyData).toString()).toBe("early bytes");
+  });
+});
+
+describe("an optimistic client's bytes beyond what the OPEN carries", () => {
+  it.each([["a warm tunnel", "2"], ["a cold tunnel", "0"]])("arrive intact and in order, on %s", async (_, poolSize) => {
+    const agent = await agentWith(["--pool-size", poolSize, "--log-level", "debug"]);
+    if (poolSize !== "0") await agent.waitForLog(/warm pool: 2 of 2 spares ready/);
+    // 100 KB: more than an OPEN in the upgrade (8 KiB) or on a warm tunnel (64 KiB) carries.
+    const payload = Buffer.from(Array.from({ length: 100_000 }, (_, index) => index % 251));
+    const { socket, reply } = await connectWithPayload(agent.port, echoOrigin.port, payload);
+    expect(reply).toBe(0x00);
+    expect((await readBytes(socket, payload.byteLength)).equals(payload)).toBe(true);
+    socket.destroy();
   });
 });
 
