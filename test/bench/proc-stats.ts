@@ -5,25 +5,36 @@ import { readFileSync, readdirSync } from "node:fs";
 /** Kernel clock ticks per second for /proc/PID/stat times (USER_HZ is 100 on Linux). */
 const TICKS_PER_SECOND = 100;
 
-/** `pid` and every process below it. Dante forks workers; microsocks and the agent use threads. */
-export function processTree(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
+/** One entry of the process table: its id, its parent's, and its command line (NULs as spaces). */
+export type ProcEntry = { pid: number; parentPid: number; command: string };
+
+/** Every process now visible in /proc. */
+export function listProcesses(): ProcEntry[] {
+  const entries: ProcEntry[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const parentPid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const command = readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ").trim();
+      entries.push({ pid: Number(name), parentPid, command });
     } catch {
       // the process ended while we looked
     }
   }
+  return entries;
+}
+
+/** `pid` and every process below it. Dante forks workers; microsocks and the agent use threads. */
+export function processTree(pid: number, processes: readonly ProcEntry[] = listProcesses()): number[] {
+  const children = new Map<number, number[]>();
+  for (const { pid: child, parentPid } of processes) children.set(parentPid, [...(children.get(parentPid) ?? []), child]);
   const tree: number[] = [];
-  const visit = (current: number) => {
+  const pending = [pid];
+  for (let current = pending.pop(); current !== undefined; current = pending.pop()) {
     tree.push(current);
-    for (const child of children.get(current) ?? []) visit(child);
-  };
-  visit(pid);
+    pending.push(...(children.get(current) ?? []));
+  }
   return tree;
 }
 

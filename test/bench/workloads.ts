@@ -1,93 +1,9 @@
-// The benchmark's origin and client workloads. The origin is one loopback TCP server whose
-// first byte from the client picks the work; the client reaches it directly or through a
-// SOCKS5 proxy with a minimal RFC 1928 client, so every contender does the same handshake.
+// The benchmark's client workloads. A client reaches the origin (origin.ts) directly or through
+// a SOCKS5 proxy with a minimal RFC 1928 client, so every contender does the same handshake.
 
 import { randomBytes } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
-
-/** First byte the client sends: what the origin does with the connection. */
-const Mode = { Download: 0x44, Upload: 0x55, Echo: 0x45, Idle: 0x49, Arrival: 0x54 } as const;
-
-/** One random MiB written over and over: throughput runs measure the relay, not the origin's RNG. */
-const PATTERN = randomBytes(1024 * 1024);
-
-export type Origin = { port: number; close(): Promise<void>; nextArrival(): Promise<number> };
-
-/**
- * Download: 'D' + 8-byte length, the origin sends that many bytes and FIN. Upload: 'U' + 8-byte
- * length, the origin counts that many bytes and answers with the 8-byte count (not at the
- * client's FIN: microsocks does not pass a half-close on). Echo: 'E' comes back. Idle: the
- * connection is held. Arrival: the origin notes when 'T' arrived (performance.now()).
- */
-export async function startOrigin(): Promise<Origin> {
-  const sockets = new Set<Socket>();
-  let arrivalWaiter: ((atMs: number) => void) | undefined;
-  const server: Server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => {});
-    let head = Buffer.alloc(0);
-    const onHead = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      const needsLength = head[0] === Mode.Download || head[0] === Mode.Upload;
-      if (needsLength && head.byteLength < 9) return;
-      socket.off("data", onHead);
-      serve(socket, head);
-    };
-    socket.on("data", onHead);
-  });
-  const serve = (socket: Socket, first: Buffer) => {
-      const mode = first[0];
-      if (mode === Mode.Arrival) {
-        arrivalWaiter?.(performance.now());
-        arrivalWaiter = undefined;
-        socket.end();
-      } else if (mode === Mode.Echo) {
-        socket.end(first.subarray(0, 1));
-      } else if (mode === Mode.Download) {
-        void sendPattern(socket, Number(first.readBigUInt64BE(1)));
-      } else if (mode === Mode.Upload) {
-        const expectedBytes = Number(first.readBigUInt64BE(1));
-        let receivedBytes = first.byteLength - 9;
-        const answerWhenDone = () => {
-          if (receivedBytes < expectedBytes) return;
-          const count = Buffer.alloc(8);
-          count.writeBigUInt64BE(BigInt(receivedBytes));
-          socket.end(count);
-        };
-        socket.on("data", (chunk: Buffer) => {
-          receivedBytes += chunk.byteLength;
-          answerWhenDone();
-        });
-        answerWhenDone();
-      }
-      else if (mode === Mode.Idle) {
-        // Nothing to send; end when the client ends, as a server would.
-        socket.on("end", () => socket.end());
-        socket.resume();
-      }
-  };
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as { port: number }).port,
-    nextArrival: () => new Promise((resolve) => (arrivalWaiter = resolve)),
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-async function sendPattern(socket: Socket, totalBytes: number): Promise<void> {
-  let remaining = totalBytes;
-  while (remaining > 0 && !socket.destroyed) {
-    const chunk = remaining >= PATTERN.byteLength ? PATTERN : PATTERN.subarray(0, remaining);
-    remaining -= chunk.byteLength;
-    if (!socket.write(chunk)) await new Promise((resolve) => socket.once("drain", resolve));
-  }
-  socket.end();
-}
+import { connect, type Socket } from "node:net";
+import { ARRIVAL_TAG_BYTES, Mode, PATTERN, type Origin } from "./origin.ts";
 
 /** Where a client connects: straight to the origin (proxyPort undefined) or through SOCKS5. */
 export type Route = { proxyPort: number | undefined; originPort: number };
@@ -96,15 +12,32 @@ export type Route = { proxyPort: number | undefined; originPort: number };
 export async function openConnection(route: Route): Promise<Socket> {
   if (route.proxyPort === undefined) return connectTo(route.originPort);
   const socket = await connectTo(route.proxyPort);
-  socket.write(Uint8Array.of(0x05, 0x01, 0x00));
-  await readExactly(socket, 2);
-  socket.write(Uint8Array.of(0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, route.originPort >> 8, route.originPort & 0xff));
-  const reply = await readExactly(socket, 10);
-  if (reply[1] !== 0x00) {
+  try {
+    await greet(socket);
+    socket.write(connectRequest(route.originPort));
+    await readConnectReply(socket);
+  } catch (error) {
     socket.destroy();
-    throw new Error(`SOCKS reply 0x${(reply[1] ?? 0).toString(16)}`);
+    throw error;
   }
   return socket;
+}
+
+/** SOCKS5 greeting offering no authentication, and the server's choice. */
+async function greet(socket: Socket): Promise<void> {
+  socket.write(Uint8Array.of(0x05, 0x01, 0x00));
+  const choice = await readExactly(socket, 2);
+  if (choice[1] !== 0x00) throw new Error(`SOCKS method 0x${(choice[1] ?? 0).toString(16)}`);
+}
+
+/** CONNECT to 127.0.0.1:port (IPv4 address type, so every reply is 10 bytes). */
+function connectRequest(port: number): Uint8Array {
+  return Uint8Array.of(0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff);
+}
+
+async function readConnectReply(socket: Socket): Promise<void> {
+  const reply = await readExactly(socket, 10);
+  if (reply[1] !== 0x00) throw new Error(`SOCKS reply 0x${(reply[1] ?? 0).toString(16)}`);
 }
 
 function connectTo(port: number): Promise<Socket> {
@@ -201,15 +134,57 @@ export async function firstByteMs(route: Route): Promise<number> {
   return elapsed;
 }
 
-/** Milliseconds from a fresh connect to the client's first byte arriving at the origin. */
-export async function firstByteAtOriginMs(route: Route, origin: Origin): Promise<number> {
-  const arrival = origin.nextArrival();
-  const started = performance.now();
-  const socket = await openConnection(route);
-  socket.write(Uint8Array.of(Mode.Arrival));
-  const arrivedAt = await arrival;
-  socket.destroy();
-  return arrivedAt - started;
+/**
+ * How a client sends its first bytes through SOCKS5: "normal" waits for the CONNECT reply, as
+ * curl and browsers do; "optimistic" writes them together with the CONNECT request.
+ */
+export type ClientKind = "normal" | "optimistic";
+
+export type ArrivalTiming = {
+  /** Milliseconds from the client's first payload leaving to its arrival at the origin. */
+  payloadMs: number;
+  /** Milliseconds from the start of the TCP connect to the proxy to that arrival. */
+  fromConnectMs: number;
+};
+
+/** Longest a payload may take to reach the origin before the measurement fails. */
+const ARRIVAL_TIMEOUT_MS = 15_000;
+
+/** One fresh connection through the SOCKS5 proxy at route.proxyPort: when its first payload reaches the origin. */
+export async function payloadArrival(route: Route & { proxyPort: number }, origin: Origin, kind: ClientKind): Promise<ArrivalTiming> {
+  const tag = randomBytes(ARRIVAL_TAG_BYTES); // random, so a late arrival is never taken for this one
+  const payload = Buffer.concat([Uint8Array.of(Mode.Arrival), tag]);
+  const arrival = origin.arrivalOf(tag.toString("hex"));
+  const connectStartedMs = performance.now();
+  const socket = await connectTo(route.proxyPort);
+  // Listened to from the start: a reset after the handshake must fail this sample, not the process.
+  const failed = new Promise<never>((_, reject) => socket.on("error", reject));
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await greet(socket);
+    let payloadSentMs: number;
+    let replied: Promise<void>;
+    if (kind === "optimistic") {
+      payloadSentMs = performance.now();
+      socket.write(Buffer.concat([connectRequest(route.originPort), payload]));
+      replied = readConnectReply(socket);
+    } else {
+      socket.write(connectRequest(route.originPort));
+      await readConnectReply(socket);
+      payloadSentMs = performance.now();
+      socket.write(payload);
+      replied = Promise.resolve();
+    }
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the payload did not reach the origin within ${ARRIVAL_TIMEOUT_MS} ms`)), ARRIVAL_TIMEOUT_MS);
+    });
+    // A refusal ends the wait at once; a success reply must not, the arrival is what is timed.
+    const arrivedMs = await Promise.race([arrival, timeout, failed, replied.then(() => arrival)]);
+    return { payloadMs: arrivedMs - payloadSentMs, fromConnectMs: arrivedMs - connectStartedMs };
+  } finally {
+    clearTimeout(timer);
+    socket.destroy();
+  }
 }
 
 /** Opens `count` connections and leaves them idle; resolves with them once all are established. */

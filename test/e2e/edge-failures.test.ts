@@ -3,7 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { echo, startTcpOrigin, type Listening } from "./origins.ts";
-import { findWorkerdPid, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
+import { findWorkerdPids, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
 import { socksConnect } from "./socks-client.ts";
 import type { Server, Socket } from "node:net";
 
@@ -49,18 +49,25 @@ describe("an edge that refuses the token", () => {
 describe("an edge that stops answering and then dies", () => {
   let edge: RunningEdge;
   let agent: RunningAgent;
-  let workerdPid: number;
+  /** Both workerd processes (the Worker's and wrangler's dev proxy): the whole edge as the agent sees it. */
+  let workerdPids: number[];
+  const signalEdge = (signal: NodeJS.Signals) => {
+    for (const pid of workerdPids) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone
+      }
+    }
+  };
   beforeAll(async () => {
     edge = await startEdge();
-    workerdPid = findWorkerdPid(edge.wranglerPid);
+    const { workerPid, devProxyPid } = findWorkerdPids(edge);
+    workerdPids = [workerPid, devProxyPid];
     agent = await startAgent(edge.url, edge.token, ["--ping-interval-ms", "300"]);
   });
   afterAll(async () => {
-    try {
-      process.kill(workerdPid, "SIGCONT");
-    } catch {
-      // already gone
-    }
+    signalEdge("SIGCONT");
     await agent?.stop();
     await edge?.stop();
   });
@@ -71,24 +78,24 @@ describe("an edge that stops answering and then dies", () => {
     let stoppedAt = 0;
     const ended = ending(socket, () => stoppedAt);
     stoppedAt = Date.now();
-    process.kill(workerdPid, "SIGSTOP");
+    signalEdge("SIGSTOP");
     try {
       const { how, afterMs } = await ended;
       expect(how).toBe("ECONNRESET");
       expect(afterMs).toBeLessThan(3 * 300 + 500);
     } finally {
-      process.kill(workerdPid, "SIGCONT");
+      signalEdge("SIGCONT");
     }
     await agent.waitForLog(/reset: edge stopped answering pings/);
   });
 
-  it("resets a client at once when the edge process dies", async () => {
+  it("resets a client at once when the edge's processes die", async () => {
     const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
     expect(await echoRoundTrip(socket, "alive")).toBe("alive");
     let killedAt = 0;
     const ended = ending(socket, () => killedAt);
     killedAt = Date.now();
-    process.kill(workerdPid, "SIGKILL");
+    signalEdge("SIGKILL");
     const { how, afterMs } = await ended;
     expect(how).toBe("ECONNRESET");
     expect(afterMs).toBeLessThan(1_500);

@@ -125,8 +125,12 @@ export function rssBytes(pid: number): number {
   return Number(match[1]) * 1024;
 }
 
-/** The workerd process that wrangler dev started (a descendant of wranglerPid). */
-export function findWorkerdPid(wranglerPid: number): number {
+/**
+ * The two workerd processes `wrangler dev` runs: the Worker's own, and wrangler's dev proxy in
+ * front of it, which serves the URL wrangler prints (its `entry=` socket is on that port).
+ * Production has only the first: memory and CPU figures for the edge must come from it.
+ */
+export function findWorkerdPids(edge: { wranglerPid: number; url: string }): { workerPid: number; devProxyPid: number } {
   const parentOf = new Map<number, number>();
   const commandOf = new Map<number, string>();
   for (const entry of readdirSync("/proc")) {
@@ -135,19 +139,24 @@ export function findWorkerdPid(wranglerPid: number): number {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
       parentOf.set(Number(entry), parent);
-      commandOf.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, "utf8"));
+      commandOf.set(Number(entry), readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " "));
     } catch {
       // the process ended while we looked
     }
   }
   const isDescendant = (pid: number): boolean => {
     for (let current = parentOf.get(pid); current !== undefined && current > 1; current = parentOf.get(current)) {
-      if (current === wranglerPid) return true;
+      if (current === edge.wranglerPid) return true;
     }
     return false;
   };
-  for (const [pid, command] of commandOf) {
-    if (command.includes("workerd") && command.includes("serve") && isDescendant(pid)) return pid;
+  const workerds = [...commandOf].filter(([pid, command]) => command.includes("workerd") && / serve /.test(command) && isDescendant(pid));
+  const proxyEntry = `entry=127.0.0.1:${new URL(edge.url).port} `;
+  const devProxy = workerds.filter(([, command]) => `${command} `.includes(proxyEntry));
+  const worker = workerds.filter((entry) => !devProxy.includes(entry));
+  if (worker.length !== 1 || devProxy.length !== 1 || !worker[0] || !devProxy[0]) {
+    const found = workerds.map(([pid, command]) => `${pid} ${command}`).join("; ") || "none";
+    throw new Error(`expected two workerd processes under wrangler dev (${edge.wranglerPid}), found: ${found}`);
   }
-  throw new Error(`no workerd process under wrangler ${wranglerPid}`);
+  return { workerPid: worker[0][0], devProxyPid: devProxy[0][0] };
 }

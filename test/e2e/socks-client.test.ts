@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, echo, startTcpOrigin, writeRandom, type Listening } from "./origins.ts";
-import { findWorkerdPid, freePort, rssBytes, startAgent, type RunningAgent } from "./processes.ts";
+import { findWorkerdPids, freePort, rssBytes, startAgent, type RunningAgent } from "./processes.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
 import type { Server } from "node:net";
 
@@ -93,7 +93,8 @@ describe("a client that stops reading a 512 MiB download", () => {
         (error: Error) => `origin write failed: ${error.message}`,
       );
     });
-    const workerdPid = findWorkerdPid(inject("edgeWranglerPid"));
+    // The Worker's own workerd, not wrangler's dev proxy in front of it: the Worker is what must stay bounded.
+    const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
     const baseline = { workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
 
     const socket = await socksConnect(agent.port, "127.0.0.1", port);
