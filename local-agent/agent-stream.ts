@@ -42,6 +42,13 @@ type Phase = "opening" | "relaying" | "closed";
  */
 const UPLOAD_FRAME_BYTES = 256 * 1024;
 
+/**
+ * Longest a zero-RTT cold open waits for the client's first bytes. A client that speaks first
+ * sends them within a millisecond of its answer on the same machine; one that waits for the
+ * server pays this once, where the wait would save an edge round trip for the others.
+ */
+const ZERO_RTT_COLD_WAIT_MS = 10;
+
 export class AgentStream {
   readonly #client: ClientConnection;
   readonly #destination: Destination;
@@ -74,6 +81,8 @@ export class AgentStream {
   #isOpenSent = false;
   /** What the edge still takes before OPENED: MAX_EARLY_DATA_BYTES, less what went already. */
   #earlyBudgetBytes = MAX_EARLY_DATA_BYTES;
+  /** Runs while a zero-RTT cold open waits for the client's first bytes. */
+  #coldOpenTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(request: StreamRequest, config: AgentConfig, log: Logger) {
     this.#client = request.client;
@@ -96,6 +105,7 @@ export class AgentStream {
     client.pause(); // no upload until the edge grants a window (or, with zeroRtt, an early budget)
     client.on("data", (chunk: Buffer) => {
       this.#pendingUpload.push(chunk);
+      if (this.#coldOpenTimer !== undefined) this.#openCold(); // the first bytes the cold open waited for
       if (this.#pendingUpload.byteLength >= this.#sendableBytes()) this.#client.pause();
       this.#scheduleFlush();
     });
@@ -112,21 +122,19 @@ export class AgentStream {
     if (this.#config.zeroRtt) this.#answerSuccess();
 
     const warm = pool?.take();
-    const edge = warm ?? this.#openColdTunnel();
-    this.#edge = edge;
-    edge.on("message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
-    edge.on("error", (error) => {
-      this.#edgeError = error.message;
-    });
-    edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
     if (warm) {
+      this.#attach(warm);
       // The warm tunnel's OPEN leaves now, with every early byte it can carry.
       const earlyData = Buffer.concat(this.#pendingUpload.take(MAX_EARLY_DATA_BYTES));
-      edge.send(encodeOpen(this.#destination, this.#config.windowBytes, earlyData));
+      warm.send(encodeOpen(this.#destination, this.#config.windowBytes, earlyData));
       this.#openSent(earlyData.byteLength);
+    } else if (this.#config.zeroRtt && this.#pendingUpload.byteLength === 0) {
+      // The client was answered a moment ago and its first bytes are on their way: waiting for
+      // them lets the upgrade carry them, a round trip sooner than EARLY after the 101. A client
+      // that waits for the server to speak first costs the wait.
+      this.#coldOpenTimer = setTimeout(() => this.#openCold(), ZERO_RTT_COLD_WAIT_MS);
     } else {
-      edge.on("open", () => this.#flushUpload());
-      whenRefused(edge, (status, explanation) => this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${explanation}`, "warn"));
+      this.#openCold();
     }
     this.#openTimer = setTimeout(
       () => this.#failOpen(StreamStatus.Timeout, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
@@ -135,13 +143,29 @@ export class AgentStream {
     this.#flushUpload();
   }
 
-  /** A new tunnel whose upgrade request carries the OPEN: the edge dials before it answers 101. */
-  #openColdTunnel(): WebSocket {
+  /** Opens a new tunnel whose upgrade request carries the OPEN: the edge dials before it answers 101. */
+  #openCold(): void {
+    clearTimeout(this.#coldOpenTimer);
+    this.#coldOpenTimer = undefined;
+    if (this.#edge || this.#phase !== "opening") return;
     const roomBytes = MAX_HEADER_OPEN_BYTES - encodeOpen(this.#destination, this.#config.windowBytes).byteLength;
     const earlyData = Buffer.concat(this.#pendingUpload.take(roomBytes));
     const openFrame = encodeOpen(this.#destination, this.#config.windowBytes, earlyData);
     this.#openSent(earlyData.byteLength);
-    return openEdgeSocket(this.#config, { [OPEN_HEADER]: encodeHeaderOpen(openFrame) });
+    const edge = openEdgeSocket(this.#config, { [OPEN_HEADER]: encodeHeaderOpen(openFrame) });
+    this.#attach(edge);
+    edge.on("open", () => this.#flushUpload());
+    whenRefused(edge, (status, explanation) => this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${explanation}`, "warn"));
+  }
+
+  /** Makes `edge` this stream's tunnel. */
+  #attach(edge: WebSocket): void {
+    this.#edge = edge;
+    edge.on("message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
+    edge.on("error", (error) => {
+      this.#edgeError = error.message;
+    });
+    edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
   }
 
   #openSent(earlyBytes: number): void {
@@ -255,6 +279,10 @@ export class AgentStream {
    */
   #flushUpload(): void {
     const edge = this.#edge;
+    if (this.#coldOpenTimer !== undefined) {
+      this.#client.resume(); // a zero-RTT cold open waits for the client's first bytes
+      return;
+    }
     if (this.#phase === "closed" || edge?.readyState !== WebSocket.OPEN) return;
     if (this.#phase === "opening" && !this.#isOpenSent) return;
     for (let pieceBytes = this.#sendableBytes(); this.#pendingUpload.byteLength > 0 && pieceBytes > 0; pieceBytes = this.#sendableBytes()) {
@@ -368,6 +396,8 @@ export class AgentStream {
     if (this.#phase === "closed") return;
     this.#phase = "closed";
     clearTimeout(this.#openTimer);
+    clearTimeout(this.#coldOpenTimer);
+    this.#coldOpenTimer = undefined;
     this.#credit?.release();
     this.#pendingUpload.clear();
     const seconds = ((Date.now() - this.#startedAtMs) / 1000).toFixed(2);
