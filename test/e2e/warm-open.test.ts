@@ -164,6 +164,24 @@ describe("--zero-rtt", () => {
     await agent.waitForLog(/timed out after a 0-RTT answer, client reset: edge did not answer the open within 1000 ms/);
   });
 
+  it("opens a cold tunnel on its own when a client waits for the server to speak first", async () => {
+    const greeter = await startTcpOrigin((socket) => socket.end("220 hello from the server\r\n"));
+    try {
+      const before = recorder.heads().length;
+      const agent = await agentWith(["--pool-size", "0", "--zero-rtt"]);
+      const { socket, reply } = await connectWithPayload(agent.port, greeter.port, Buffer.alloc(0));
+      expect(reply).toBe(0x00);
+      socket.resume();
+      expect((await readAll(socket)).toString()).toBe("220 hello from the server\r\n");
+      const [head] = (await recorder.waitForHeads(before + 1)).slice(before);
+      const open = decodeHeaderOpen(headerValue(head ?? "", OPEN_HEADER) ?? "");
+      expect(open.destination.port).toBe(greeter.port);
+      expect(open.earlyData.byteLength).toBe(0);
+    } finally {
+      await greeter.close();
+    }
+  });
+
   it("without it, the same silent edge gets the client the SOCKS reply 0x06 instead", async () => {
     const agent = await agentWith(["--pool-size", "0", "--open-timeout-ms", "1000"], `http://127.0.0.1:${silentEdge.port}`);
     const { reply } = await connectWithPayload(agent.port, echoOrigin.port, Buffer.alloc(0));
