@@ -36,9 +36,10 @@ type Phase = "opening" | "relaying" | "closed";
 
 /**
  * Largest upload frame: client reads that arrive in one turn of the event loop are packed up to
- * this. workerd's upload CPU is mostly per message, yet 1 MiB messages cost it 1.6x the CPU per
- * GB of 64 KiB ones; 256 KiB measured 0.81x workerd and 0.82x agent CPU per GB, 1.15x upload MB/s
- * (paired A/B, 6 rounds of 256 MiB, test/bench/relay-ab.ts on branch profile).
+ * this. workerd's upload CPU is mostly per message, yet larger messages cost it more per byte:
+ * against one frame per 64 KiB read, 256 KiB frames measured 0.81x workerd and 0.82x agent CPU
+ * per GB and 1.15x upload MB/s; against 256 KiB, 128 KiB cost workerd 1.26x, 512 KiB 1.62x and
+ * 1 MiB 1.65x (paired A/B runs of 256 MiB, npm run bench:ab; docs/benchmarks.md).
  */
 const UPLOAD_FRAME_BYTES = 256 * 1024;
 

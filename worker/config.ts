@@ -29,10 +29,11 @@ export type EdgeConfig = {
 };
 
 /**
- * 512 KiB BYOB reads: workerd's default reader yields ~4 KiB chunks (~45 MB/s as one message
- * each); reads into 256 KiB-1 MiB buffers measured 250-390 MB/s on this machine. Much of
- * workerd's download cost is per message, so 512 KiB halved its CPU per GB against 256 KiB
- * (test/bench/relay-ab.ts) while two reads still fit in the default 1 MiB window.
+ * Largest BYOB read from a destination (reads start at 16 KiB and grow while they come back
+ * full: worker/edge-stream.ts). workerd's default reader yields ~4 KiB chunks (~45 MB/s as one
+ * message each); reads into 256 KiB-1 MiB buffers measured 250-390 MB/s on this machine. Much of
+ * workerd's download cost is per message: 512 KiB reads cost 0.69x the CPU per GB of 256 KiB
+ * ones (npm run bench:ab), while two reads still fit in the default 1 MiB window.
  */
 export const DEFAULT_READ_BYTES = 512 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
