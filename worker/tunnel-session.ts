@@ -10,7 +10,7 @@ import { CloseCode, FrameType, POOLED_OPEN_TIMEOUT_MS, ProtocolError, StreamStat
 export type TunnelStart =
   /** The upgrade carried the first OPEN: dial it at once. */
   | { kind: "open"; open: OpenFrame }
-  /** A warm spare: its first OPEN may come after POOLED_OPEN_TIMEOUT_MS rather than the open timeout. */
+  /** A warm spare: its first OPEN may take up to POOLED_OPEN_TIMEOUT_MS instead of the open timeout. */
   | { kind: "pooled" }
   | { kind: "plain" };
 
