@@ -21,11 +21,29 @@ const MAX_RETRY_MS = 60_000;
  */
 const MIN_HEALTHY_LIFETIME_MS = 1_000;
 
-type Spare = { socket: WebSocket; openedAtMs: number; retireTimer: ReturnType<typeof setTimeout>; detach: () => void };
+type Spare = {
+  socket: WebSocket;
+  openedAtMs: number;
+  retireTimer: ReturnType<typeof setTimeout>;
+  /** Fires once the spare has lived minHealthyLifetimeMs: only then does the backoff start over. */
+  healthyTimer: ReturnType<typeof setTimeout>;
+  detach: () => void;
+};
+
+/** The pool's clock: the protocol's and this module's defaults, shortened by tests. */
+export type PoolTimings = { maxIdleMs: number; firstRetryMs: number; maxRetryMs: number; minHealthyLifetimeMs: number };
+
+const DEFAULT_TIMINGS: PoolTimings = {
+  maxIdleMs: POOLED_MAX_IDLE_MS,
+  firstRetryMs: FIRST_RETRY_MS,
+  maxRetryMs: MAX_RETRY_MS,
+  minHealthyLifetimeMs: MIN_HEALTHY_LIFETIME_MS,
+};
 
 export class TunnelPool {
   readonly #config: AgentConfig;
   readonly #log: Logger;
+  readonly #timings: PoolTimings;
   readonly #ready: Spare[] = [];
   /** Spares whose upgrade is under way. */
   #connecting = new Set<WebSocket>();
@@ -33,9 +51,10 @@ export class TunnelPool {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
-  constructor(config: AgentConfig, log: Logger) {
+  constructor(config: AgentConfig, log: Logger, timings: PoolTimings = DEFAULT_TIMINGS) {
     this.#config = config;
     this.#log = log;
+    this.#timings = timings;
   }
 
   /** Tunnels open and waiting for an OPEN. */
@@ -94,12 +113,18 @@ export class TunnelPool {
         socket.close(CloseCode.Normal, "agent closing");
         return;
       }
-      this.#failuresInARow = 0;
+      // An open alone does not reset the backoff: an edge that accepts and drops at once would
+      // otherwise be retried every firstRetryMs forever, each attempt a Worker request.
+      const healthyTimer = setTimeout(() => {
+        this.#failuresInARow = 0;
+      }, this.#timings.minHealthyLifetimeMs);
+      healthyTimer.unref();
       spare = {
         socket,
         openedAtMs: Date.now(),
+        healthyTimer,
         // Renewed before the edge's POOLED_OPEN_TIMEOUT_MS: the replacement opens as this one closes.
-        retireTimer: setTimeout(() => this.#retire(socket, "renewed"), POOLED_MAX_IDLE_MS),
+        retireTimer: setTimeout(() => this.#retire(socket, "renewed"), this.#timings.maxIdleMs),
         detach,
       };
       this.#ready.push(spare);
@@ -120,7 +145,8 @@ export class TunnelPool {
       if (index < 0 || spare === undefined) return; // taken or retired: no longer ours
       this.#ready.splice(index, 1);
       clearTimeout(spare.retireTimer);
-      if (Date.now() - spare.openedAtMs < MIN_HEALTHY_LIFETIME_MS) this.#failed(cause);
+      clearTimeout(spare.healthyTimer);
+      if (Date.now() - spare.openedAtMs < this.#timings.minHealthyLifetimeMs) this.#failed(cause);
       else this.#fill();
     };
     const detach = () => {
@@ -156,8 +182,8 @@ export class TunnelPool {
     // Spares that fail together (an edge down while several were opening) count as one failure.
     if (this.#closed || this.#retryTimer !== undefined) return;
     this.#failuresInARow++;
-    const waitMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.#failuresInARow - 1));
-    const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${(waitMs / 1000).toFixed(0)} s`;
+    const waitMs = Math.min(this.#timings.maxRetryMs, this.#timings.firstRetryMs * 2 ** (this.#failuresInARow - 1));
+    const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${waitMs >= 1000 ? `${(waitMs / 1000).toFixed(0)} s` : `${waitMs} ms`}`;
     if (this.#failuresInARow === 1) this.#log.warn(message);
     else this.#log.debug(message);
     this.#retryTimer = setTimeout(() => {
