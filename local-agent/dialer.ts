@@ -15,7 +15,7 @@ import { StreamStatus, encodeAddress, formatDestination, type Destination } from
  */
 const pools = new WeakMap<AgentConfig, TunnelPool>();
 
-/** Starts the warm pool edge streams of the agent running with `config` take their tunnels from. */
+/** Starts the warm pool of the agent running with `config`; its edge streams take their tunnels from it. */
 export function startTunnelPool(config: AgentConfig, log: Logger): TunnelPool {
   const pool = new TunnelPool(config, log);
   pools.set(config, pool);
