@@ -1,0 +1,206 @@
+// The client-to-edge direction of one stream: queues what the client sends, cuts it into EARLY
+// frames under the early budget before OPENED and DATA frames under the edge's credit after,
+// pauses the client while bytes wait, and sends END once the client has and its last byte is out.
+
+import WebSocket from "ws";
+import type { ClientConnection } from "./stream-request.ts";
+import { UploadQueue } from "./upload-queue.ts";
+import { SendCredit } from "../worker/flow-control.ts";
+import { MAX_EARLY_DATA_BYTES, encodeData, encodeEarly, encodeEnd } from "../worker/protocol.ts";
+
+/**
+ * Largest upload frame: client reads that arrive in one turn of the event loop are packed up to
+ * this. workerd's upload CPU is mostly per message, yet larger messages cost it more per byte:
+ * against one frame per 64 KiB read, 256 KiB frames measured 0.81x workerd and 0.82x agent CPU
+ * per GB and 1.15x upload MB/s; against 256 KiB, 128 KiB cost workerd 1.26x, 512 KiB 1.62x and
+ * 1 MiB 1.65x (paired A/B runs of 256 MiB, npm run bench:ab; docs/benchmarks.md).
+ */
+const UPLOAD_FRAME_BYTES = 256 * 1024;
+
+export type UploadOptions = {
+  /** Client bytes that arrived behind the request: the first pending upload. */
+  earlyBytes: Buffer;
+  /** The client is answered before OPENED (--zero-rtt), so it is read under the early budget too. */
+  readsBeforeOpened: boolean;
+  /** Runs once, right after END has left. */
+  onEndSent: () => void;
+};
+
+/** One stream's upload: never sends more than the early budget or the credit allows, and END once. */
+export class UploadSender {
+  readonly #client: ClientConnection;
+  readonly #readsBeforeOpened: boolean;
+  readonly #onEndSent: () => void;
+  /** Client bytes waiting to be sent: the client is paused once they reach what may be sent. */
+  readonly #pending = new UploadQueue();
+  #edge: WebSocket | undefined;
+  /** The edge's credit, from OPENED on; before it, the early budget is what may be sent. */
+  #credit: SendCredit | undefined;
+  /** What the edge still takes before OPENED: MAX_EARLY_DATA_BYTES, less what went already. */
+  #earlyBudgetBytes = MAX_EARLY_DATA_BYTES;
+  /** OPEN has left (in the upgrade or as the tunnel's first frame): EARLY frames may follow it. */
+  #isOpenSent = false;
+  /** A flush is scheduled for the end of this turn of the event loop. */
+  #flushScheduled = false;
+  #hasClientEnded = false;
+  #sentEnd = false;
+  #isClosed = false;
+  #uploadedBytes = 0;
+  /** Runs while the upload waits for the client's first bytes (a zero-RTT cold open). */
+  #firstBytesTimer: ReturnType<typeof setTimeout> | undefined;
+  #onFirstBytes: (() => void) | undefined;
+
+  constructor(client: ClientConnection, options: UploadOptions) {
+    this.#client = client;
+    this.#readsBeforeOpened = options.readsBeforeOpened;
+    this.#onEndSent = options.onEndSent;
+    if (options.earlyBytes.byteLength > 0) this.#pending.push(options.earlyBytes);
+  }
+
+  /** Bytes sent to the edge so far, in the OPEN, EARLY and DATA frames. */
+  get uploadedBytes(): number {
+    return this.#uploadedBytes;
+  }
+
+  /** Client bytes read and not yet sent. */
+  get pendingBytes(): number {
+    return this.#pending.byteLength;
+  }
+
+  /** END has left: no more DATA follows it. */
+  get hasSentEnd(): boolean {
+    return this.#sentEnd;
+  }
+
+  /** Queues a read from the client and sends it by the end of this turn, as far as it may go. */
+  received(chunk: Buffer): void {
+    this.#pending.push(chunk);
+    if (this.#firstBytesTimer !== undefined) this.#stopWaiting(); // the first bytes the wait was for
+    if (this.#pending.byteLength >= this.#sendableBytes()) this.#client.pause();
+    this.#scheduleFlush();
+  }
+
+  /** The client sent FIN: END follows its last pending byte (once OPENED). */
+  clientEnded(): void {
+    this.#hasClientEnded = true;
+    this.flush();
+  }
+
+  /**
+   * Reads the client and sends nothing until its first bytes are queued or `maxWaitMs` has
+   * passed, whichever is first; then calls `then` once.
+   */
+  waitForFirstBytes(maxWaitMs: number, then: () => void): void {
+    this.#onFirstBytes = then;
+    this.#firstBytesTimer = setTimeout(() => this.#stopWaiting(), maxWaitMs);
+  }
+
+  #stopWaiting(): void {
+    clearTimeout(this.#firstBytesTimer);
+    this.#firstBytesTimer = undefined;
+    const then = this.#onFirstBytes;
+    this.#onFirstBytes = undefined;
+    then?.();
+  }
+
+  /**
+   * Takes up to `maxBytes` of the pending upload as the early data the OPEN carries, counted
+   * against the early budget; EARLY frames may follow the OPEN from now on.
+   */
+  takeOpenData(maxBytes: number): Buffer {
+    const earlyData = Buffer.concat(this.#pending.take(maxBytes));
+    this.#isOpenSent = true;
+    this.#earlyBudgetBytes -= earlyData.byteLength;
+    this.#uploadedBytes += earlyData.byteLength;
+    return earlyData;
+  }
+
+  /** Sends on `edge` from now on (from its 'open' on, for a tunnel still connecting). */
+  useTunnel(edge: WebSocket): void {
+    this.#edge = edge;
+  }
+
+  /** OPENED: the edge's window becomes the credit, and what waits for it goes as DATA. */
+  opened(edgeWindowBytes: number): void {
+    this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
+    this.flush();
+  }
+
+  /** A WINDOW frame (after OPENED): adds its credit and sends what it lets go. */
+  grant(bytes: number): void {
+    this.#credit?.grant(bytes);
+    this.flush();
+  }
+
+  /** What may be sent now: the early budget before OPENED, the credit after, and never more than one frame. */
+  #sendableBytes(): number {
+    if (this.#credit) return Math.min(this.#credit.availableBytes, UPLOAD_FRAME_BYTES);
+    return this.#isClosed ? 0 : Math.min(this.#earlyBudgetBytes, UPLOAD_FRAME_BYTES);
+  }
+
+  /**
+   * Flushes once the reads of this turn of the event loop are in: a client sending fast is read
+   * 64 KiB at a time, and one frame per read would cost the edge a message each (workerd's
+   * upload CPU is mostly per message), while waiting longer than this turn would add latency.
+   */
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  /**
+   * Sends what may be sent of the pending upload (EARLY before OPENED, DATA under credit after);
+   * pauses the client while bytes wait, resumes it when there is room again.
+   */
+  flush(): void {
+    const edge = this.#edge;
+    if (this.#firstBytesTimer !== undefined) {
+      this.#client.resume(); // a zero-RTT cold open waits for the client's first bytes
+      return;
+    }
+    if (this.#isClosed || edge?.readyState !== WebSocket.OPEN) return;
+    if (!this.#credit && !this.#isOpenSent) return;
+    for (let pieceBytes = this.#sendableBytes(); this.#pending.byteLength > 0 && pieceBytes > 0; pieceBytes = this.#sendableBytes()) {
+      const pieces = this.#pending.take(pieceBytes);
+      const sentBytes = pieces.reduce((total, piece) => total + piece.byteLength, 0);
+      if (this.#credit) {
+        edge.send(encodeData(pieces));
+        this.#credit.consume(sentBytes);
+      } else {
+        edge.send(encodeEarly(pieces));
+        this.#earlyBudgetBytes -= sentBytes;
+      }
+      this.#uploadedBytes += sentBytes;
+    }
+    if (this.#pending.byteLength > 0) {
+      this.#client.pause();
+      return;
+    }
+    if (this.#credit && this.#hasClientEnded) {
+      if (!this.#sentEnd) {
+        this.#sentEnd = true;
+        edge.send(encodeEnd());
+        this.#onEndSent();
+      }
+      return;
+    }
+    // Read on only while there is room to send what comes: credit, or the early budget of a
+    // client already answered (an unanswered one sends nothing more until it hears OPENED).
+    if (this.#sendableBytes() > 0 && (this.#credit || this.#readsBeforeOpened)) this.#client.resume();
+    else this.#client.pause();
+  }
+
+  /** Stops for good: no more frames, the wait and the credit released, the pending bytes dropped. */
+  close(): void {
+    this.#isClosed = true;
+    clearTimeout(this.#firstBytesTimer);
+    this.#firstBytesTimer = undefined;
+    this.#onFirstBytes = undefined;
+    this.#credit?.release();
+    this.#pending.clear();
+  }
+}
