@@ -231,13 +231,17 @@ export class EdgeStream {
         const wantBytes = Math.min(this.#credit.availableBytes, readBytes);
         // Read behind a one-byte gap so the DATA header goes in front without a copy.
         const { value, done } = await reader.read(new Uint8Array(buffer, DATA_HEADER_BYTES, wantBytes));
-        buffer = value?.buffer ?? new ArrayBuffer(DATA_HEADER_BYTES + readBytes);
         const gotBytes = value?.byteLength ?? 0;
-        if (gotBytes === readBytes && readBytes < this.#config.readBytes) {
-          readBytes = Math.min(readBytes * 2, this.#config.readBytes);
-          buffer = new ArrayBuffer(DATA_HEADER_BYTES + readBytes);
-        } else if (gotBytes < wantBytes / 2 && readBytes > FIRST_READ_BYTES) {
-          readBytes = Math.max(readBytes / 2, FIRST_READ_BYTES);
+        const nextReadBytes =
+          gotBytes === readBytes
+            ? Math.min(readBytes * 2, this.#config.readBytes)
+            : gotBytes < wantBytes / 2
+              ? Math.max(readBytes / 2, FIRST_READ_BYTES)
+              : readBytes;
+        if (value && nextReadBytes === readBytes) {
+          buffer = value.buffer;
+        } else {
+          readBytes = nextReadBytes;
           buffer = new ArrayBuffer(DATA_HEADER_BYTES + readBytes);
         }
         if (this.#state !== "open") return;

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { echo, startTcpOrigin, type Listening } from "./origins.ts";
 import { findWorkerdPids, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
+import { socketEnding } from "./raw-socket.ts";
 import { socksConnect } from "./socks-client.ts";
 import type { Server, Socket } from "node:net";
 
@@ -14,15 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await echoOrigin?.close();
 });
-
-/** Resolves with how the socket ended and how long after `since` it did. */
-function ending(socket: Socket, since: () => number): Promise<{ how: string; afterMs: number }> {
-  return new Promise((resolve) => {
-    socket.on("data", () => {});
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve({ how: error.code ?? error.message, afterMs: Date.now() - since() }));
-    socket.once("end", () => resolve({ how: "end", afterMs: Date.now() - since() }));
-  });
-}
 
 async function echoRoundTrip(socket: Socket, text: string): Promise<string> {
   const answer = new Promise<string>((resolve) => socket.once("data", (chunk: Buffer) => resolve(chunk.toString())));
@@ -75,14 +67,13 @@ describe("an edge that stops answering and then dies", () => {
   it("resets a client within two ping intervals of the edge going silent", async () => {
     const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
     expect(await echoRoundTrip(socket, "before")).toBe("before");
-    let stoppedAt = 0;
-    const ended = ending(socket, () => stoppedAt);
-    stoppedAt = Date.now();
+    const ended = socketEnding(socket);
+    const stoppedAt = Date.now();
     signalEdge("SIGSTOP");
     try {
-      const { how, afterMs } = await ended;
+      const { how, atMs } = await ended;
       expect(how).toBe("ECONNRESET");
-      expect(afterMs).toBeLessThan(3 * 300 + 500);
+      expect(atMs - stoppedAt).toBeLessThan(3 * 300 + 500);
     } finally {
       signalEdge("SIGCONT");
     }
@@ -92,12 +83,11 @@ describe("an edge that stops answering and then dies", () => {
   it("resets a client at once when the edge's processes die", async () => {
     const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
     expect(await echoRoundTrip(socket, "alive")).toBe("alive");
-    let killedAt = 0;
-    const ended = ending(socket, () => killedAt);
-    killedAt = Date.now();
+    const ended = socketEnding(socket);
+    const killedAt = Date.now();
     signalEdge("SIGKILL");
-    const { how, afterMs } = await ended;
+    const { how, atMs } = await ended;
     expect(how).toBe("ECONNRESET");
-    expect(afterMs).toBeLessThan(1_500);
+    expect(atMs - killedAt).toBeLessThan(1_500);
   });
 });

@@ -6,6 +6,7 @@ import { runCurl } from "./curl-run.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, startHttpOrigin, startTcpOrigin, type HttpOrigin, type Listening } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
+import { exchange } from "./raw-socket.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
 
 let origin: HttpOrigin;
@@ -14,17 +15,6 @@ let halfCloseOrigin: Listening<Server>;
 /** curl through the agent; async, since the origins live in this process's event loop. */
 function curl(agentPort: number, url: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   return runCurl(["--proxy", `socks5h://127.0.0.1:${agentPort}`, url]).then((run) => ({ ...run, stdout: run.stdout.toString() }));
-}
-
-/** Sends raw bytes to the agent, then FIN, and collects what comes back until it closes. */
-function exchange(agentPort: number, bytes: number[]): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: "127.0.0.1", port: agentPort, allowHalfOpen: true }, () => socket.end(Uint8Array.from(bytes)));
-    const answer: number[] = [];
-    socket.on("data", (chunk: Buffer) => answer.push(...chunk));
-    socket.on("close", () => resolve(answer));
-    socket.on("error", reject);
-  });
 }
 
 beforeAll(async () => {
@@ -54,7 +44,7 @@ describe("--rule block", () => {
     const result = await runCurl(["--socks4", `127.0.0.1:${agent.port}`, `http://127.0.0.1:${origin.port}/data.json`]);
     expect(result.exitCode).toBe(97);
     expect(result.stderr).toContain("(91)");
-    expect(await exchange(agent.port, [0x04, 0x01, origin.port >> 8, origin.port & 0xff, 127, 0, 0, 1, 0x00])).toEqual([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
+    expect(await exchange(agent.port, [0x04, 0x01, origin.port >> 8, origin.port & 0xff, 127, 0, 0, 1, 0x00], { thenEnd: true })).toEqual([0x00, 0x5b, 0, 0, 0, 0, 0, 0]);
   });
 
   it("leaves other ports alone", async () => {
@@ -138,7 +128,7 @@ describe("--bypass private (the default)", () => {
 
   it("sends bytes that came with the request once the direct destination is open, and counts them", async () => {
     const port = halfCloseOrigin.port;
-    const answer = await exchange(agent.port, [0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff, ...Buffer.from("early")]);
+    const answer = await exchange(agent.port, [0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff, ...Buffer.from("early")], { thenEnd: true });
     expect(answer.slice(0, 12)).toEqual([0x05, 0x00, 0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
     expect(Buffer.from(answer.slice(12)).toString()).toBe("received 5 bytes");
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${port} direct up=5B down=16B .* ok$`));

@@ -1,12 +1,12 @@
 // SOCKS4 and SOCKS4a on the agent's port, with curl and the npm `socks` client: clients nobody
 // here wrote, through the real agent and the real Worker.
 
-import { createConnection } from "node:net";
 import { SocksClient } from "socks";
 import { runCurl } from "./curl-run.ts";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, echo, startHttpOrigin, startTcpOrigin, type HttpOrigin, type Listening } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
+import { exchange } from "./raw-socket.ts";
 import { readAll } from "./socks-client.ts";
 import type { Server } from "node:net";
 
@@ -17,17 +17,6 @@ let echoOrigin: Listening<Server>;
 /** curl with `args`; async, since the origins live in this process's event loop. */
 function curl(args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   return runCurl(args).then((run) => ({ ...run, stdout: run.stdout.toString() }));
-}
-
-/** Sends raw bytes to the agent and collects what comes back until it closes. */
-function exchange(port: number, bytes: number[]): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: "127.0.0.1", port }, () => socket.write(Uint8Array.from(bytes)));
-    const answer: number[] = [];
-    socket.on("data", (chunk: Buffer) => answer.push(...chunk));
-    socket.on("close", () => resolve(answer));
-    socket.on("error", reject);
-  });
 }
 
 beforeAll(async () => {

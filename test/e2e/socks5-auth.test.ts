@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { runCurl } from "./curl-run.ts";
 import { echo, startHttpOrigin, startTcpOrigin, type HttpOrigin, type Listening } from "./origins.ts";
 import { startAgent, type RunningAgent } from "./processes.ts";
+import { exchange } from "./raw-socket.ts";
 import { readAll } from "./socks-client.ts";
 import type { Server } from "node:net";
 
@@ -14,22 +15,6 @@ const PASSWORD = "rfc1929-test-password";
 let agent: RunningAgent;
 let echoOrigin: Listening<Server>;
 let origin: HttpOrigin;
-
-/** Sends raw bytes to the agent (then FIN when `thenEnd`) and collects what comes back until it closes. */
-function exchange(bytes: number[], thenEnd = false): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: "127.0.0.1", port: agent.port, allowHalfOpen: true }, () => {
-      socket.write(Uint8Array.from(bytes));
-      if (thenEnd) socket.end();
-    });
-    const answer: number[] = [];
-    socket.on("data", (chunk: Buffer) => answer.push(...chunk));
-    // Half-open only until the agent's FIN: then close our side too, as a client would.
-    socket.on("end", () => socket.end());
-    socket.on("close", () => resolve(answer));
-    socket.on("error", reject);
-  });
-}
 
 function userPass(name: string, password: string): number[] {
   return [0x01, name.length, ...Buffer.from(name), password.length, ...Buffer.from(password)];
@@ -84,11 +69,11 @@ describe("SOCKS5 with users configured", () => {
   });
 
   it("answers method 0xFF to a client that offers only no authentication", async () => {
-    expect(await exchange([0x05, 0x01, 0x00])).toEqual([0x05, 0xff]);
+    expect(await exchange(agent.port, [0x05, 0x01, 0x00])).toEqual([0x05, 0xff]);
   });
 
   it("answers status 0x01 to a wrong password and closes, without logging the password", async () => {
-    expect(await exchange([0x05, 0x01, 0x02, ...userPass("alice", "not-the-password")])).toEqual([0x05, 0x02, 0x01, 0x01]);
+    expect(await exchange(agent.port, [0x05, 0x01, 0x02, ...userPass("alice", "not-the-password")])).toEqual([0x05, 0x02, 0x01, 0x01]);
     await agent.waitForLog(/wrong user name or password for "alice"/);
     expect(agent.log()).not.toContain("not-the-password");
     expect(agent.log()).not.toContain(PASSWORD);
@@ -116,7 +101,7 @@ describe("SOCKS5 with users configured", () => {
   });
 
   it("answers status 0x01 to an unknown user", async () => {
-    expect(await exchange([0x05, 0x01, 0x02, ...userPass("mallory", PASSWORD)])).toEqual([0x05, 0x02, 0x01, 0x01]);
+    expect(await exchange(agent.port, [0x05, 0x01, 0x02, ...userPass("mallory", PASSWORD)])).toEqual([0x05, 0x02, 0x01, 0x01]);
   });
 
   it("the npm socks client reports a wrong password as an authentication failure", async () => {
@@ -133,7 +118,7 @@ describe("SOCKS5 with users configured", () => {
   it("reads greeting, credentials and request sent in one write, and relays the bytes behind them", async () => {
     const port = echoOrigin.port;
     const request = [0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, port >> 8, port & 0xff];
-    const answer = await exchange([0x05, 0x01, 0x02, ...userPass("alice", PASSWORD), ...request, ...Buffer.from("early")], true);
+    const answer = await exchange(agent.port, [0x05, 0x01, 0x02, ...userPass("alice", PASSWORD), ...request, ...Buffer.from("early")], { thenEnd: true });
     expect(answer.slice(0, 14)).toEqual([0x05, 0x02, 0x01, 0x00, 0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]);
     expect(Buffer.from(answer.slice(14)).toString()).toBe("early");
   });

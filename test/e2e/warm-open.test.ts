@@ -2,10 +2,11 @@
 // new tunnels whose upgrade carries the OPEN when it has not, and with --zero-rtt before the edge
 // has answered at all, resetting the client when the open then fails.
 
-import { createServer, connect, type Server, type Socket } from "node:net";
+import { connect, type Server, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, echo, startTcpOrigin, type Listening } from "./origins.ts";
-import { startAgent, type RunningAgent } from "./processes.ts";
+import { freePort, startAgent, type RunningAgent } from "./processes.ts";
+import { socketEnding } from "./raw-socket.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
 import { headerValue, startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
 import { AddressType, OPEN_HEADER, POOLED_HEADER, decodeHeaderOpen } from "../../worker/protocol.ts";
@@ -65,24 +66,6 @@ function readBytes(socket: Socket, count: number): Promise<Buffer> {
     socket.resume();
     socket.once("error", reject);
     socket.once("end", () => reject(new Error(`connection ended after ${buffered.byteLength} of ${count} bytes`)));
-  });
-}
-
-/** A loopback port nothing listens on (bound, then released). */
-async function unusedPort(): Promise<number> {
-  const server = createServer();
-  const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)));
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Resolves with how the socket ended: "end" for a FIN, else the error code (ECONNRESET). */
-function ending(socket: Socket): Promise<string> {
-  return new Promise((resolve) => {
-    socket.on("data", () => {});
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
-    socket.once("end", () => resolve("end"));
-    socket.resume();
   });
 }
 
@@ -160,7 +143,7 @@ describe("--zero-rtt", () => {
     const agent = await agentWith(["--pool-size", "0", "--zero-rtt", "--open-timeout-ms", "1000"], `http://127.0.0.1:${silentEdge.port}`);
     const { socket, reply } = await connectWithPayload(agent.port, echoOrigin.port, Buffer.from("GET / HTTP/1.1\r\n\r\n"));
     expect(reply).toBe(0x00);
-    expect(await ending(socket)).toBe("ECONNRESET");
+    expect((await socketEnding(socket)).how).toBe("ECONNRESET");
     await agent.waitForLog(/timed out after a 0-RTT answer, client reset: edge did not answer the open within 1000 ms/);
   });
 
@@ -189,12 +172,12 @@ describe("--zero-rtt", () => {
   });
 
   it.each([["a warm tunnel", "2"], ["a cold tunnel", "0"]])("resets the client when the destination refuses, on %s", async (_, poolSize) => {
-    const closedPort = await unusedPort();
+    const closedPort = await freePort();
     const agent = await agentWith(["--pool-size", poolSize, "--zero-rtt", "--log-level", "debug"]);
     if (poolSize !== "0") await agent.waitForLog(/warm pool: 2 of 2 spares ready/);
     const { socket, reply } = await connectWithPayload(agent.port, closedPort, Buffer.from("hello"));
     expect(reply).toBe(0x00);
-    expect(await ending(socket)).toBe("ECONNRESET");
+    expect((await socketEnding(socket)).how).toBe("ECONNRESET");
     await agent.waitForLog(/connection refused after a 0-RTT answer, client reset/);
   });
 
@@ -202,17 +185,17 @@ describe("--zero-rtt", () => {
     ["SOCKS4", (port: number) => Buffer.from([0x04, 0x01, port >> 8, port & 0xff, 127, 0, 0, 1, 0x00]), Buffer.from([0x00, 0x5a])],
     ["HTTP CONNECT", (port: number) => Buffer.from(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`), Buffer.from("HTTP/1.1 200")],
   ])("answers %s success at once, then resets the client when the destination refuses", async (_, request, success) => {
-    const closedPort = await unusedPort();
+    const closedPort = await freePort();
     const agent = await agentWith(["--pool-size", "0", "--zero-rtt"]);
     const socket = connect({ port: agent.port, host: "127.0.0.1" });
     await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
     socket.write(request(closedPort));
     expect(await readBytes(socket, success.byteLength)).toEqual(success);
-    expect(await ending(socket)).toBe("ECONNRESET");
+    expect((await socketEnding(socket)).how).toBe("ECONNRESET");
   });
 
   it("still answers a forwarded http:// request 502 when the destination refuses", async () => {
-    const closedPort = await unusedPort();
+    const closedPort = await freePort();
     const agent = await agentWith(["--pool-size", "0", "--zero-rtt"]);
     const socket = connect({ port: agent.port, host: "127.0.0.1" });
     await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
