@@ -131,3 +131,70 @@ describe("a client that stops reading a 512 MiB download", () => {
     );
   });
 });
+
+describe("a destination that stops reading a 512 MiB upload", () => {
+  it("keeps workerd's and the agent's memory bounded and holds the client back, then delivers every byte", async () => {
+    const totalBytes = 512 * MIB;
+    let destinationSocket: Socket | undefined;
+    let receivedBytes = 0;
+    let stalled!: () => void;
+    const reachedStall = new Promise<void>((resolve) => (stalled = resolve));
+    let received!: Promise<string>;
+    const port = await origin((socket) => {
+      destinationSocket = socket;
+      const hash = createHash("sha256");
+      received = new Promise((resolve, reject) => {
+        socket.on("data", (chunk: Buffer) => {
+          hash.update(chunk);
+          receivedBytes += chunk.byteLength;
+          if (receivedBytes >= 4 * MIB && receivedBytes - chunk.byteLength < 4 * MIB) {
+            socket.pause();
+            stalled();
+          }
+        });
+        socket.once("end", () => {
+          resolve(hash.digest("hex"));
+          socket.end();
+        });
+        socket.once("error", reject);
+      });
+    });
+    const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
+    const baseline = { workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
+
+    const socket = await socksConnect(agent.port, "127.0.0.1", port);
+    const closed = new Promise<void>((resolve, reject) => {
+      socket.once("close", () => resolve());
+      socket.once("error", reject);
+    });
+    socket.resume();
+    const sentSha256 = writeRandom(socket, totalBytes).then((sha) => {
+      socket.end();
+      return sha;
+    });
+    await reachedStall;
+
+    // Stalled for 6 s: an unbounded relay would have taken in the whole upload by then.
+    const peak = { workerd: 0, agent: 0 };
+    for (let sample = 0; sample < 30; sample++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      peak.workerd = Math.max(peak.workerd, rssBytes(workerdPid));
+      peak.agent = Math.max(peak.agent, rssBytes(agent.pid));
+    }
+    // What the client got into the kernel: the destination's 4 MiB, socket buffers on three hops,
+    // and the windows; not the file.
+    const clientWroteWhileStalled = socket.bytesWritten;
+    expect(clientWroteWhileStalled).toBeLessThan(totalBytes / 4);
+    expect(peak.workerd - baseline.workerd).toBeLessThan(128 * MIB);
+    expect(peak.agent - baseline.agent).toBeLessThan(128 * MIB);
+
+    destinationSocket?.resume();
+    const [sent, got] = await Promise.all([sentSha256, received]);
+    await closed;
+    expect(receivedBytes).toBe(totalBytes);
+    expect(got).toBe(sent);
+    console.log(
+      `client held at ${(clientWroteWhileStalled / MIB).toFixed(1)} MiB written; RSS growth while stalled: workerd ${((peak.workerd - baseline.workerd) / MIB).toFixed(1)} MiB, agent ${((peak.agent - baseline.agent) / MIB).toFixed(1)} MiB`,
+    );
+  });
+});
