@@ -17,6 +17,13 @@ import { MAX_EARLY_DATA_BYTES, encodeData, encodeEarly, encodeEnd } from "../wor
  */
 const UPLOAD_FRAME_BYTES = 256 * 1024;
 
+/**
+ * Once the edge gives credit, client bytes read beyond what may be sent now: a frame's worth, so
+ * a full frame leaves the moment a WINDOW arrives instead of after the client is resumed and read
+ * again. It bounds what the agent holds per stream (what may be sent plus this).
+ */
+const READ_AHEAD_BYTES = UPLOAD_FRAME_BYTES;
+
 export type UploadOptions = {
   /** Client bytes that arrived behind the request: the first pending upload. */
   earlyBytes: Buffer;
@@ -31,7 +38,7 @@ export class UploadSender {
   readonly #client: ClientConnection;
   readonly #readsBeforeOpened: boolean;
   readonly #onEndSent: () => void;
-  /** Client bytes waiting to be sent: the client is paused once they reach what may be sent. */
+  /** Client bytes waiting to be sent: the client is paused once they reach the hold limit. */
   readonly #pending = new UploadQueue();
   #edge: WebSocket | undefined;
   /** The edge's credit, from OPENED on; before it, the early budget is what may be sent. */
@@ -76,7 +83,7 @@ export class UploadSender {
   received(chunk: Buffer): void {
     this.#pending.push(chunk);
     if (this.#firstBytesTimer !== undefined) this.#stopWaiting(); // the first bytes the wait was for
-    if (this.#pending.byteLength >= this.#sendableBytes()) this.#client.pause();
+    if (this.#pending.byteLength >= this.#holdLimitBytes()) this.#client.pause();
     this.#scheduleFlush();
   }
 
@@ -138,6 +145,11 @@ export class UploadSender {
     return this.#isClosed ? 0 : Math.min(this.#earlyBudgetBytes, UPLOAD_FRAME_BYTES);
   }
 
+  /** The most client bytes held unsent before the client is paused: what may be sent, plus the read-ahead once there is credit. */
+  #holdLimitBytes(): number {
+    return this.#sendableBytes() + (this.#credit ? READ_AHEAD_BYTES : 0);
+  }
+
   /**
    * Flushes once the reads of this turn of the event loop are in: a client sending fast is read
    * 64 KiB at a time, and one frame per read would cost the edge a message each (workerd's
@@ -176,11 +188,7 @@ export class UploadSender {
       }
       this.#uploadedBytes += sentBytes;
     }
-    if (this.#pending.byteLength > 0) {
-      this.#client.pause();
-      return;
-    }
-    if (this.#credit && this.#hasClientEnded) {
+    if (this.#pending.byteLength === 0 && this.#credit && this.#hasClientEnded) {
       if (!this.#sentEnd) {
         this.#sentEnd = true;
         edge.send(encodeEnd());
@@ -188,9 +196,13 @@ export class UploadSender {
       }
       return;
     }
-    // Read on only while there is room to send what comes: credit, or the early budget of a
-    // client already answered (an unanswered one sends nothing more until it hears OPENED).
-    if (this.#sendableBytes() > 0 && (this.#credit || this.#readsBeforeOpened)) this.#client.resume();
+    // Read on only while there is room for what comes: under the hold limit once there is
+    // credit; before OPENED, only with nothing waiting and early budget left for a client already
+    // answered (an unanswered one sends nothing more until it hears OPENED).
+    const mayRead = this.#credit
+      ? this.#pending.byteLength < this.#holdLimitBytes()
+      : this.#pending.byteLength === 0 && this.#readsBeforeOpened && this.#sendableBytes() > 0;
+    if (mayRead) this.#client.resume();
     else this.#client.pause();
   }
 
