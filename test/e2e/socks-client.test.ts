@@ -80,6 +80,30 @@ describe("socks client through agent and edge", () => {
   });
 });
 
+type RelayMemory = { workerd: number; agent: number };
+
+/**
+ * Samples the RSS of the Worker's own workerd (not wrangler's dev proxy in front of it: the Worker
+ * is what must stay bounded) and of the agent every 200 ms for 6 s, long enough that an unbounded
+ * relay would have buffered a whole 512 MiB transfer; resolves with each one's peak growth over
+ * `baseline` (from relayRss).
+ */
+async function peakGrowthOverStall(baseline: RelayMemory & { workerdPid: number }): Promise<RelayMemory> {
+  const peak = { workerd: 0, agent: 0 };
+  for (let sample = 0; sample < 30; sample++) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    peak.workerd = Math.max(peak.workerd, rssBytes(baseline.workerdPid));
+    peak.agent = Math.max(peak.agent, rssBytes(agent.pid));
+  }
+  return { workerd: peak.workerd - baseline.workerd, agent: peak.agent - baseline.agent };
+}
+
+/** The RSS of the Worker's own workerd and of the agent now, with workerd's pid for later samples. */
+function relayRss(): RelayMemory & { workerdPid: number } {
+  const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
+  return { workerdPid, workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
+}
+
 describe("a client that stops reading a 512 MiB download", () => {
   it("keeps workerd's and the agent's memory bounded, then finishes intact", async () => {
     const totalBytes = 512 * MIB;
@@ -93,9 +117,7 @@ describe("a client that stops reading a 512 MiB download", () => {
         (error: Error) => `origin write failed: ${error.message}`,
       );
     });
-    // The Worker's own workerd, not wrangler's dev proxy in front of it: the Worker is what must stay bounded.
-    const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
-    const baseline = { workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
+    const baseline = relayRss();
 
     const socket = await socksConnect(agent.port, "127.0.0.1", port);
     const hash = createHash("sha256");
@@ -110,24 +132,18 @@ describe("a client that stops reading a 512 MiB download", () => {
       socket.once("error", reject);
     });
 
-    // Stalled for 6 s: long enough that an unbounded relay would have buffered the whole file.
-    const peak = { workerd: 0, agent: 0 };
-    for (let sample = 0; sample < 30; sample++) {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      peak.workerd = Math.max(peak.workerd, rssBytes(workerdPid));
-      peak.agent = Math.max(peak.agent, rssBytes(agent.pid));
-    }
+    const growth = await peakGrowthOverStall(baseline);
     const stalledAt = receivedBytes;
     expect(stalledAt).toBeLessThan(totalBytes / 4);
-    expect(peak.workerd - baseline.workerd).toBeLessThan(128 * MIB);
-    expect(peak.agent - baseline.agent).toBeLessThan(128 * MIB);
+    expect(growth.workerd).toBeLessThan(128 * MIB);
+    expect(growth.agent).toBeLessThan(128 * MIB);
 
     socket.resume();
     await ended;
     expect(receivedBytes).toBe(totalBytes);
     expect(hash.digest("hex")).toBe(await sentSha256);
     console.log(
-      `stalled at ${(stalledAt / MIB).toFixed(1)} MiB; RSS growth while stalled: workerd ${((peak.workerd - baseline.workerd) / MIB).toFixed(1)} MiB, agent ${((peak.agent - baseline.agent) / MIB).toFixed(1)} MiB`,
+      `stalled at ${(stalledAt / MIB).toFixed(1)} MiB; RSS growth while stalled: workerd ${(growth.workerd / MIB).toFixed(1)} MiB, agent ${(growth.agent / MIB).toFixed(1)} MiB`,
     );
   });
 });
@@ -159,8 +175,7 @@ describe("a destination that stops reading a 512 MiB upload", () => {
         socket.once("error", reject);
       });
     });
-    const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
-    const baseline = { workerd: rssBytes(workerdPid), agent: rssBytes(agent.pid) };
+    const baseline = relayRss();
 
     const socket = await socksConnect(agent.port, "127.0.0.1", port);
     const closed = new Promise<void>((resolve, reject) => {
@@ -174,19 +189,13 @@ describe("a destination that stops reading a 512 MiB upload", () => {
     });
     await reachedStall;
 
-    // Stalled for 6 s: an unbounded relay would have taken in the whole upload by then.
-    const peak = { workerd: 0, agent: 0 };
-    for (let sample = 0; sample < 30; sample++) {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      peak.workerd = Math.max(peak.workerd, rssBytes(workerdPid));
-      peak.agent = Math.max(peak.agent, rssBytes(agent.pid));
-    }
+    const growth = await peakGrowthOverStall(baseline);
     // What the client got into the kernel: the destination's 4 MiB, socket buffers on three hops,
     // and the windows; not the file.
     const clientWroteWhileStalled = socket.bytesWritten;
     expect(clientWroteWhileStalled).toBeLessThan(totalBytes / 4);
-    expect(peak.workerd - baseline.workerd).toBeLessThan(128 * MIB);
-    expect(peak.agent - baseline.agent).toBeLessThan(128 * MIB);
+    expect(growth.workerd).toBeLessThan(128 * MIB);
+    expect(growth.agent).toBeLessThan(128 * MIB);
 
     destinationSocket?.resume();
     const [sent, got] = await Promise.all([sentSha256, received]);
@@ -194,7 +203,7 @@ describe("a destination that stops reading a 512 MiB upload", () => {
     expect(receivedBytes).toBe(totalBytes);
     expect(got).toBe(sent);
     console.log(
-      `client held at ${(clientWroteWhileStalled / MIB).toFixed(1)} MiB written; RSS growth while stalled: workerd ${((peak.workerd - baseline.workerd) / MIB).toFixed(1)} MiB, agent ${((peak.agent - baseline.agent) / MIB).toFixed(1)} MiB`,
+      `client held at ${(clientWroteWhileStalled / MIB).toFixed(1)} MiB written; RSS growth while stalled: workerd ${(growth.workerd / MIB).toFixed(1)} MiB, agent ${(growth.agent / MIB).toFixed(1)} MiB`,
     );
   });
 });
