@@ -2,6 +2,11 @@
 // nowhere). Pure: destinations and rule text in, a route out. First matching rule wins.
 
 import { AddressType, formatIPv6, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
+import { cidrContains, ipToBytes, parseCidr, type Cidr } from "../worker/dial/cidr.ts";
+
+// The block parser lives with the Worker's dial checks so the two read blocks alike; it throws
+// CidrError, which buildRule wraps into a RuleError naming the rule.
+export { parseCidr, type Cidr };
 
 export const Route = {
   /** Through the Worker: the default. */
@@ -14,8 +19,6 @@ export const Route = {
 export type Route = (typeof Route)[keyof typeof Route];
 export const ROUTES: readonly Route[] = Object.values(Route);
 
-/** An address block: the network's bytes (4 or 16) and how many leading bits must match. */
-export type Cidr = { bytes: number[]; prefixBits: number };
 export type PortRange = { from: number; to: number };
 
 /**
@@ -159,49 +162,12 @@ export function buildRule(route: string, matchers: Record<string, string | numbe
   return rule;
 }
 
-/** Parses `ADDR/BITS` (or a bare address, meaning one host) for IPv4 and IPv6. */
-export function parseCidr(text: string): Cidr {
-  const [address = "", bitsText, extra] = text.trim().split("/");
-  if (extra !== undefined) throw new RuleError(`"${text}" is not ADDRESS/BITS`);
-  const bytes = ipToBytes(address.toLowerCase());
-  if (!bytes) throw new RuleError(`"${address}" is not an IPv4 or IPv6 address`);
-  // An IPv4-mapped block (::ffff:a.b.c.d/BITS) counts its prefix over all 128 bits; it
-  // matches as the IPv4 block it is, since matchRule reads mapped destinations as IPv4.
-  const mappedBits = bytes.length === 4 && address.includes(":") ? 96 : 0;
-  const maxBits = mappedBits + bytes.length * 8;
-  const writtenBits = bitsText === undefined ? maxBits : Number(bitsText);
-  if (bitsText !== undefined && (!/^\d{1,3}$/.test(bitsText) || writtenBits < mappedBits || writtenBits > maxBits)) {
-    throw new RuleError(`"${text}": prefix length must be ${mappedBits}..${maxBits}`);
-  }
-  return { bytes, prefixBits: writtenBits - mappedBits };
-}
-
 function parsePortRange(value: string, text: string): PortRange {
   const match = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(value);
   const from = Number(match?.[1]);
   const to = match?.[2] === undefined ? from : Number(match[2]);
   if (!match || from < 1 || to > 65535 || from > to) throw new RuleError(`rule "${text}": port "${value}" is not N or N-M within 1..65535`);
   return { from, to };
-}
-
-function cidrContains(cidr: Cidr, address: number[]): boolean {
-  if (cidr.bytes.length !== address.length) return false;
-  let bits = cidr.prefixBits;
-  for (let index = 0; bits > 0; index += 1, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if (((cidr.bytes[index] ?? 0) & mask) !== ((address[index] ?? 0) & mask)) return false;
-  }
-  return true;
-}
-
-/** IPv4 as 4 bytes, IPv6 as 16; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as its IPv4 bytes. */
-function ipToBytes(host: string): number[] | undefined {
-  const v4 = parseIPv4(host);
-  if (v4) return v4;
-  const bytes = parseIPv6(host);
-  if (!bytes) return undefined;
-  const mapped = bytes.slice(0, 10).every((byte) => byte === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
-  return mapped ? bytes.slice(12) : bytes;
 }
 
 function normalizeHost(host: string): string {

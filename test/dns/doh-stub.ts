@@ -1,13 +1,13 @@
 // A DNS-over-HTTPS resolver stub on loopback (RFC 8484 POST, plain HTTP): what the edge's
-// EDGESOCKS_DOH_URL points at in the tests. It answers from dns-message.ts, and a few paths
-// fail in the ways a real resolver can.
+// EDGESOCKS_DOH_URL points at in the tests. It answers from a record table with dns-message.ts,
+// counts the queries for each name, and a few paths fail in the ways a real resolver can.
 
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { answerQuery } from "./dns-message.ts";
+import { STUB_RECORDS, answerQuery, questionOf, type StubRecords } from "./dns-message.ts";
 
 /** Paths the stub serves, each one behaviour. */
 export const DohStubPath = {
-  /** Answers every well-formed query (dns-message.ts's answerQuery). */
+  /** Answers every well-formed query from the stub's table (dns-message.ts's answerQuery). */
   Answer: "/dns-query",
   /** Answers 503, as an overloaded resolver does. */
   Unavailable: "/unavailable",
@@ -21,13 +21,16 @@ export type DohStub = {
   url(path: string): string;
   /** Queries that reached DohStubPath.Answer so far. */
   answeredCount(): number;
+  /** Queries DohStubPath.Answer has received for `name` (any case, trailing dot or not), of any type. */
+  queriesFor(name: string): number;
   /** Stops listening and drops kept-alive connections: the resolver is down from now on. */
   close(): Promise<void>;
 };
 
-/** Starts the stub on 127.0.0.1 and an ephemeral port. */
-export async function startDohStub(): Promise<DohStub> {
+/** Starts the stub on 127.0.0.1 and an ephemeral port, answering from `records`. */
+export async function startDohStub(records: StubRecords = STUB_RECORDS): Promise<DohStub> {
   let answered = 0;
+  const queriesByName = new Map<string, number>();
   const server: Server = createServer((request, response) => {
     void readBody(request).then((body) => {
       if (request.url === DohStubPath.Unavailable) {
@@ -49,7 +52,9 @@ export async function startDohStub(): Promise<DohStub> {
       }
       let answer: Uint8Array;
       try {
-        answer = answerQuery(body);
+        const name = questionOf(body).name.toLowerCase();
+        queriesByName.set(name, (queriesByName.get(name) ?? 0) + 1);
+        answer = answerQuery(body, records);
       } catch {
         response.writeHead(400, { "Content-Type": "text/plain" }).end("not a DNS query\n");
         return;
@@ -64,6 +69,7 @@ export async function startDohStub(): Promise<DohStub> {
     port,
     url: (path) => `http://127.0.0.1:${port}${path}`,
     answeredCount: () => answered,
+    queriesFor: (name) => queriesByName.get(name.toLowerCase().replace(/\.$/, "")) ?? 0,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
