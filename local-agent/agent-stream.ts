@@ -3,7 +3,9 @@
 // client's bytes to its UploadSender, and ends exactly once.
 
 import WebSocket from "ws";
+import { verdictsFor } from "./cloudflare-verdicts.ts";
 import type { AgentConfig } from "./config.ts";
+import { startDirectStream } from "./direct-stream.ts";
 import { missedPong } from "./edge-socket.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { STATUS_NAMES, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
@@ -27,7 +29,12 @@ import {
 
 type Phase = "opening" | "relaying" | "closed";
 
+/** What the agent tells the user it can do about a destination on Cloudflare's network. */
+export const CLOUDFLARE_OPTIONS =
+  "set EDGESOCKS_UPSTREAM, EDGESOCKS_CLOUDFLARE_RELAY or EDGESOCKS_NAT64_PREFIX at the Worker, or run the agent with --on-cloudflare direct (README: Sites hosted on Cloudflare)";
+
 export class AgentStream {
+  readonly #request: StreamRequest;
   readonly #client: ClientConnection;
   readonly #destination: Destination;
   readonly #answer: OpenAnswer;
@@ -49,7 +56,11 @@ export class AgentStream {
   /** The client has its success answer: at OPENED, or at once with zeroRtt. */
   #answered = false;
 
+  /** The listeners this stream put on the client, removed when the client is handed to a direct stream. */
+  readonly #clientListeners: Array<[string, (...args: never[]) => void]> = [];
+
   constructor(request: StreamRequest, config: AgentConfig, log: Logger) {
+    this.#request = request;
     this.#client = request.client;
     this.#destination = request.destination;
     this.#answer = request.answer;
@@ -72,14 +83,14 @@ export class AgentStream {
   start(pool?: TunnelPool): void {
     const client = this.#client;
     client.pause(); // no upload until the edge grants a window (or, with zeroRtt, an early budget)
-    client.on("data", (chunk: Buffer) => this.#upload.received(chunk));
-    client.on("end", () => this.#upload.clientEnded());
-    client.on("finish", () => {
+    this.#onClient("data", (chunk: Buffer) => this.#upload.received(chunk));
+    this.#onClient("end", () => this.#upload.clientEnded());
+    this.#onClient("finish", () => {
       this.#clientWritesFinished = true;
       this.#finishIfDone();
     });
-    client.on("error", (error: NodeJS.ErrnoException) => this.#log.debug(`${this.#label} client socket: ${error.code ?? error.message}`));
-    client.on("close", () => this.#onClientClosed());
+    this.#onClient("error", (error: NodeJS.ErrnoException) => this.#log.debug(`${this.#label} client socket: ${error.code ?? error.message}`));
+    this.#onClient("close", () => this.#onClientClosed());
     if (this.#config.zeroRtt) this.#answerSuccess();
 
     sendOpen(pool, {
@@ -94,6 +105,11 @@ export class AgentStream {
       this.#config.openTimeoutMs,
     );
     this.#upload.flush();
+  }
+
+  #onClient<Args extends never[]>(event: string, listener: (...args: Args) => void): void {
+    this.#client.on(event, listener as (...args: unknown[]) => void);
+    this.#clientListeners.push([event, listener as (...args: never[]) => void]);
   }
 
   /** Makes `edge` this stream's tunnel. */
@@ -134,6 +150,10 @@ export class AgentStream {
     switch (frame.type) {
       case FrameType.Opened:
         if (this.#phase !== "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "second OPENED");
+        if (frame.status === StreamStatus.OnCloudflare) {
+          this.#onCloudflare(frame.windowBytes, frame.reason);
+          return;
+        }
         if (frame.status !== StreamStatus.Ok) {
           this.#failOpen(frame.status, frame.reason, "info");
           return;
@@ -175,6 +195,33 @@ export class AgentStream {
       case FrameType.Early:
         throw new ProtocolError(CloseCode.UnexpectedFrame, `frame type ${frame.type} is sent by the agent, not to it`);
     }
+  }
+
+  /**
+   * The edge cannot reach the destination (it is on Cloudflare's network) and has no fallback
+   * for it: with --on-cloudflare direct, open it from this machine (the client, not answered yet
+   * or answered with --zero-rtt, never notices) and remember the verdict for `verdictSeconds`;
+   * otherwise refuse, with one hint line per destination rather than one per connection.
+   */
+  #onCloudflare(verdictSeconds: number, reason: string): void {
+    const verdicts = verdictsFor(this.#config);
+    const host = this.#destination.host;
+    if (this.#config.onCloudflare === "direct") {
+      verdicts.remember(host, verdictSeconds);
+      this.#phase = "closed";
+      clearTimeout(this.#openTimer);
+      for (const [event, listener] of this.#clientListeners) this.#client.off(event, listener as (...args: unknown[]) => void);
+      this.#closeEdge(CloseCode.Normal, "open failed");
+      const { bytes, clientEnded } = this.#upload.takeBack();
+      startDirectStream({ ...this.#request, earlyBytes: bytes }, this.#config, this.#log, {
+        why: "on Cloudflare's network: --on-cloudflare direct",
+        answered: this.#answered,
+        clientEnded,
+      });
+      return;
+    }
+    if (verdicts.takeHint(host)) this.#log.warn(`${formatDestination(this.#destination)}: ${reason}; to reach it, ${CLOUDFLARE_OPTIONS}`);
+    this.#failOpen(StreamStatus.OnCloudflare, `${reason}; to reach it, ${CLOUDFLARE_OPTIONS}`, "info");
   }
 
   #opened(edgeWindowBytes: number): void {

@@ -4,7 +4,7 @@
 // and never a secret's value.
 
 import { dirname, resolve } from "node:path";
-import { ConfigError, LIMIT_NAMES, LOG_LEVELS, parseEdgeUrl, parseLimit, parseListen, type Limits, type LogLevel } from "./config-values.ts";
+import { ConfigError, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, parseEdgeUrl, parseLimit, parseListen, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, ROUTES, RuleError, buildRule, type BypassMode, type RouteRule } from "./routing.ts";
 import { checkPassword, checkUserName, type UserSource } from "./users-config.ts";
 
@@ -20,9 +20,10 @@ export type FileSettings = {
   limits: Partial<Limits>;
   logLevel?: LogLevel;
   zeroRtt?: boolean;
+  onCloudflare?: OnCloudflareMode;
 };
 
-const TOP_FIELDS = ["listen", "edge", "tokenFile", "users", "rules", "bypass", "limits", "logLevel", "zeroRtt"];
+const TOP_FIELDS = ["listen", "edge", "tokenFile", "users", "rules", "bypass", "limits", "logLevel", "zeroRtt", "onCloudflare"];
 const USER_FIELDS = ["name", "password", "passwordEnv", "passwordFile"];
 const PASSWORD_FIELDS = ["password", "passwordEnv", "passwordFile"];
 const MATCHER_FIELDS = ["suffix", "host", "cidr", "port"];
@@ -51,6 +52,8 @@ export function parseConfigFile(text: string, file: string): FileSettings {
   if (bypass !== undefined) settings.bypass = oneOf(bypass, BYPASS_MODES, at("bypass"));
   const logLevel = optionalString(root, "logLevel", at("logLevel"));
   if (logLevel !== undefined) settings.logLevel = oneOf(logLevel, LOG_LEVELS, at("logLevel"));
+  const onCloudflare = optionalString(root, "onCloudflare", at("onCloudflare"));
+  if (onCloudflare !== undefined) settings.onCloudflare = oneOf(onCloudflare, ON_CLOUDFLARE_MODES, at("onCloudflare"));
   if (Object.hasOwn(root, "zeroRtt")) {
     if (typeof root.zeroRtt !== "boolean") throw new ConfigError(`${at("zeroRtt")}: must be true or false, not ${typeName(root.zeroRtt)}`);
     settings.zeroRtt = root.zeroRtt;

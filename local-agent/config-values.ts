@@ -12,6 +12,10 @@ export class ConfigError extends Error {
 }
 
 export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
+
+/** What the agent does when the edge answers that a destination is on Cloudflare's network (protocol v3). */
+export const ON_CLOUDFLARE_MODES = ["refuse", "direct"] as const;
+export type OnCloudflareMode = (typeof ON_CLOUDFLARE_MODES)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** The numeric limits, each settable by a flag and in the config file's `limits`. */

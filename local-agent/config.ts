@@ -2,7 +2,7 @@
 
 import { parseArgs } from "node:util";
 import { parseConfigFile, type FileSettings } from "./config-file.ts";
-import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type Limits, type LogLevel } from "./config-values.ts";
+import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
 import { parseUserFlag, readUsersFile, resolveUsers } from "./users-config.ts";
 import type { Users } from "./users.ts";
@@ -42,6 +42,11 @@ export type AgentConfig = {
    * than after the edge has reached it; a failed open then resets the client.
    */
   zeroRtt: boolean;
+  /**
+   * What to do when the edge answers that a destination is on Cloudflare's network and no
+   * fallback at the edge applies: refuse (SOCKS5 0x02), or open it directly from this machine.
+   */
+  onCloudflare: OnCloudflareMode;
 };
 
 export type AgentCommand = { kind: "run"; config: AgentConfig } | { kind: "help" } | { kind: "version" };
@@ -91,6 +96,11 @@ Options:
                              the destination: saves one edge round trip per connection, but a
                              destination that cannot be reached resets the connection instead
                              of getting its proper SOCKS or HTTP error (default off)
+  --on-cloudflare MODE       what to do with a site hosted on Cloudflare, which a Worker cannot
+                             reach, when the Worker has no fallback for it (README: "Sites
+                             hosted on Cloudflare"): refuse (default: SOCKS5 0x02, HTTP 502
+                             naming the options) or direct (open it from this machine, so the
+                             site sees this machine's address)
   --log-level LEVEL          error, warn, info or debug (default ${DEFAULTS.logLevel})
   --rule ROUTE:MATCHER       route edge, direct or block for destinations matching suffix=NAME,
                              host=NAME|IP, cidr=ADDR/BITS, port=N|N-M (comma-joined, all must
@@ -133,6 +143,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
         rule: { type: "string", multiple: true },
         bypass: { type: "string" },
         "zero-rtt": { type: "boolean" },
+        "on-cloudflare": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "v" },
       },
@@ -193,6 +204,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       rules: effectiveRules([...flagRules, ...file.rules], bypass),
       users,
       zeroRtt: values["zero-rtt"] ?? file.zeroRtt ?? false,
+      onCloudflare: values["on-cloudflare"] !== undefined ? oneOf("--on-cloudflare", values["on-cloudflare"], ON_CLOUDFLARE_MODES) : (file.onCloudflare ?? "refuse"),
     },
   };
 }

@@ -1,6 +1,7 @@
 // Sends each stream where the routing rules say: through the edge, directly, or nowhere.
 
 import { AgentStream } from "./agent-stream.ts";
+import { verdictsFor } from "./cloudflare-verdicts.ts";
 import type { AgentConfig } from "./config.ts";
 import { startDirectStream } from "./direct-stream.ts";
 import type { Logger } from "./log.ts";
@@ -40,6 +41,12 @@ export function openStream(request: StreamRequest, config: AgentConfig, log: Log
   }
   if (route === Route.Direct) {
     startDirectStream(request, config, log);
+    return;
+  }
+  // A destination the edge said is on Cloudflare's network goes straight to its fallback: no
+  // Worker request for an open that would fail.
+  if (config.onCloudflare === "direct" && verdictsFor(config).isOnCloudflare(request.destination.host)) {
+    startDirectStream(request, config, log, { why: "on Cloudflare's network, remembered: --on-cloudflare direct", answered: false, clientEnded: false });
     return;
   }
   new AgentStream(request, config, log).start(pools.get(config));

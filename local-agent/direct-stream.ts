@@ -31,10 +31,20 @@ export function statusForConnectError(code: string | undefined): StreamStatus {
   }
 }
 
+/** How a stream that began on the edge route comes to go direct (--on-cloudflare direct). */
+export type DirectHandoff = {
+  /** Why it goes direct, for its log line. */
+  why: string;
+  /** The client already has its success reply (--zero-rtt): a failure now can only reset it. */
+  answered: boolean;
+  /** The client has already sent FIN: the destination gets it after the early bytes. */
+  clientEnded: boolean;
+};
+
 /** Connects to the destination from this machine and relays until both sides are done. */
-export function startDirectStream(request: StreamRequest, config: AgentConfig, log: Logger): void {
+export function startDirectStream(request: StreamRequest, config: AgentConfig, log: Logger, handoff?: DirectHandoff): void {
   const { client, destination, answer } = request;
-  const label = `${request.clientLabel} -> ${formatDestination(destination)} direct`;
+  const label = `${request.clientLabel} -> ${formatDestination(destination)} direct${handoff ? ` (${handoff.why})` : ""}`;
   const startedAtMs = Date.now();
   let opened = false;
   let finished = false;
@@ -53,6 +63,13 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
   };
   const failOpen = (status: StreamStatus, reason: string) => {
     upstream.destroy();
+    if (handoff?.answered) {
+      // Told "connected" already: a reset is the only honest answer left.
+      if (client.resetAndDestroy) client.resetAndDestroy();
+      else client.destroy(new Error(reason));
+      finish(`${STATUS_NAMES[status]} after a 0-RTT answer, client reset: ${reason}`);
+      return;
+    }
     const reply = answer.failed(status, reason);
     if (reply) client.end(reply);
     else client.end();
@@ -63,10 +80,12 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
   upstream.once("connect", () => {
     opened = true;
     clearTimeout(openTimer);
-    const reply = answer.succeeded();
+    const reply = handoff?.answered ? undefined : answer.succeeded();
     if (reply) client.write(reply);
     uploadedBytes += request.earlyBytes.byteLength;
     if (request.earlyBytes.byteLength > 0) upstream.write(request.earlyBytes);
+    // A client whose FIN came before the handoff will not emit 'end' again for pipe() to pass on.
+    if (handoff?.clientEnded) upstream.end();
     client.on("data", (chunk: Buffer) => {
       uploadedBytes += chunk.byteLength;
     });
@@ -74,7 +93,7 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
       downloadedBytes += chunk.byteLength;
     });
     // pipe() carries backpressure both ways and turns each side's FIN into the other's end().
-    client.pipe(upstream);
+    if (!handoff?.clientEnded) client.pipe(upstream);
     upstream.pipe(client);
     client.resume();
   });

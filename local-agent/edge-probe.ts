@@ -1,7 +1,7 @@
 // A start-up check of the edge: GET /healthz, so a wrong --edge or a Worker from another
 // release is reported once at start rather than as a failure on every connection.
 
-import { PROTOCOL_VERSION, TUNNEL_PATH } from "../worker/protocol.ts";
+import { PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "../worker/protocol.ts";
 
 /** How long the start-up check waits; the agent serves clients meanwhile either way. */
 const PROBE_TIMEOUT_MS = 5_000;
@@ -32,8 +32,11 @@ export async function probeEdge(tunnelUrl: string): Promise<string | undefined> 
     return `the edge's ${url} is not edgesocks JSON; is --edge the edgesocks Worker?`;
   }
   const protocol = (body as { protocol?: unknown }).protocol;
+  if (!(PROTOCOL_VERSIONS as readonly unknown[]).includes(protocol)) {
+    return `the edge speaks protocol ${String(protocol)}, this agent ${PROTOCOL_VERSIONS.join(" and ")}: redeploy the Worker or update the agent`;
+  }
   if (protocol !== PROTOCOL_VERSION) {
-    return `the edge speaks protocol ${String(protocol)}, this agent ${PROTOCOL_VERSION}: redeploy the Worker or update the agent`;
+    return `the edge speaks protocol ${String(protocol)}, an older version this agent still speaks: connections work, but Cloudflare-hosted destinations are reported only as "not allowed" and --on-cloudflare direct cannot apply; redeploy the Worker (npm run deploy)`;
   }
   return undefined;
 }

@@ -2,11 +2,11 @@
 
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
-import { MAX_FRAME_BYTES, SUBPROTOCOL } from "../worker/protocol.ts";
+import { MAX_FRAME_BYTES, SUBPROTOCOLS } from "../worker/protocol.ts";
 
 /**
- * A WebSocket to the edge's tunnel endpoint, authenticated with the bearer token, speaking
- * SUBPROTOCOL, with per-message deflate off (the bytes are mostly TLS: incompressible, and
+ * A WebSocket to the edge's tunnel endpoint, authenticated with the bearer token, offering every
+ * version this build speaks (SUBPROTOCOLS: an edge of the previous version picks its own), with per-message deflate off (the bytes are mostly TLS: incompressible, and
  * deflate would cost CPU on both sides) and frames larger than the protocol allows refused.
  *
  * Upload frames are masked with a random key (RFC 6455 section 5.3). `ws` masks with the optional
@@ -14,7 +14,7 @@ import { MAX_FRAME_BYTES, SUBPROTOCOL } from "../worker/protocol.ts";
  * JavaScript fallback, a byte-at-a-time loop, was ~40% of the agent's upload CPU (measured).
  */
 export function openEdgeSocket(config: AgentConfig, upgradeHeaders: Record<string, string> = {}): WebSocket {
-  const socket = new WebSocket(config.tunnelUrl, SUBPROTOCOL, {
+  const socket = new WebSocket(config.tunnelUrl, [...SUBPROTOCOLS], {
     headers: { ...upgradeHeaders, Authorization: `Bearer ${config.token}` },
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,

@@ -45,6 +45,9 @@ export const REPLY_FOR_STATUS: Readonly<Record<StreamStatus, Reply>> = {
   [StreamStatus.ConnectionRefused]: Reply.ConnectionRefused,
   // RFC 1928 has no "timed out"; 0x06 "TTL expired" is what clients (curl among them) report as one.
   [StreamStatus.Timeout]: Reply.TtlExpired,
+  // The edge cannot reach a Cloudflare-hosted destination and no fallback applies: a policy of
+  // the platform, which is what "not allowed by ruleset" tells a client.
+  [StreamStatus.OnCloudflare]: Reply.NotAllowedByRuleset,
 };
 
 /**

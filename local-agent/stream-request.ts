@@ -40,4 +40,5 @@ export const STATUS_NAMES: Readonly<Record<StreamStatus, string>> = {
   4: "host unreachable",
   5: "connection refused",
   6: "timed out",
+  7: "on Cloudflare's network",
 };

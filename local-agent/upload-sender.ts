@@ -47,6 +47,11 @@ export class UploadSender {
   #earlyBudgetBytes = MAX_EARLY_DATA_BYTES;
   /** OPEN has left (in the upgrade or as the tunnel's first frame): EARLY frames may follow it. */
   #isOpenSent = false;
+  /**
+   * Client bytes sent before OPENED (in the OPEN and EARLY frames), at most MAX_EARLY_DATA_BYTES:
+   * kept until OPENED so a stream the edge cannot open can replay them elsewhere (--on-cloudflare direct).
+   */
+  #sentBeforeOpened: Uint8Array[] = [];
   /** A flush is scheduled for the end of this turn of the event loop. */
   #flushScheduled = false;
   #hasClientEnded = false;
@@ -116,6 +121,7 @@ export class UploadSender {
    */
   takeOpenData(maxBytes: number): Buffer {
     const earlyData = Buffer.concat(this.#pending.take(maxBytes));
+    if (earlyData.byteLength > 0) this.#sentBeforeOpened.push(earlyData);
     this.#isOpenSent = true;
     this.#earlyBudgetBytes -= earlyData.byteLength;
     this.#uploadedBytes += earlyData.byteLength;
@@ -130,6 +136,7 @@ export class UploadSender {
   /** OPENED: the edge's window becomes the credit, and what waits for it goes as DATA. */
   opened(edgeWindowBytes: number): void {
     this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
+    this.#sentBeforeOpened = [];
     this.flush();
   }
 
@@ -184,6 +191,7 @@ export class UploadSender {
         this.#credit.consume(sentBytes);
       } else {
         edge.send(encodeEarly(pieces));
+        this.#sentBeforeOpened.push(...pieces);
         this.#earlyBudgetBytes -= sentBytes;
       }
       this.#uploadedBytes += sentBytes;
@@ -206,6 +214,17 @@ export class UploadSender {
     else this.#client.pause();
   }
 
+  /**
+   * Stops for good and hands back every client byte the edge did not open a destination for: what
+   * went out before OPENED, then what is still pending; and whether the client has sent FIN.
+   */
+  takeBack(): { bytes: Buffer; clientEnded: boolean } {
+    const bytes = Buffer.concat([...this.#sentBeforeOpened, ...this.#pending.take(this.#pending.byteLength)]);
+    this.#sentBeforeOpened = [];
+    this.close();
+    return { bytes, clientEnded: this.#hasClientEnded };
+  }
+
   /** Stops for good: no more frames, the wait and the credit released, the pending bytes dropped. */
   close(): void {
     this.#isClosed = true;
@@ -214,5 +233,6 @@ export class UploadSender {
     this.#onFirstBytes = undefined;
     this.#credit?.release();
     this.#pending.clear();
+    this.#sentBeforeOpened = [];
   }
 }

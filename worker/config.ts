@@ -1,5 +1,9 @@
 // The Worker's configuration, read once per request from its bindings into one typed object.
 
+import { CidrError, parseCidrList, type Cidr } from "./dial/cidr.ts";
+import { Nat64Error, parseNat64Prefix, type Nat64Prefix } from "./dial/nat64.ts";
+import { RelayConfigError, parseRelayList, type CloudflareRelay } from "./dial/relay.ts";
+import { UpstreamConfigError, parseUpstreamUrl, type UpstreamProxy } from "./dial/upstream-url.ts";
 import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "./protocol.ts";
 
 /** Bindings the Worker reads. EDGESOCKS_TOKEN is a secret; the rest are plain vars. */
@@ -10,7 +14,21 @@ export type EdgeEnv = {
   EDGESOCKS_WINDOW_BYTES?: string;
   /** The DNS-over-HTTPS resolver (RFC 8484 POST) that answers the agent's DNS queries. */
   EDGESOCKS_DOH_URL?: string;
+  /** Secret: socks5://[user:pass@]host:port or http://[user:pass@]host:port, the upstream proxy for Cloudflare-hosted destinations. */
+  EDGESOCKS_UPSTREAM?: string;
+  /** "cloudflare" (default): the upstream carries Cloudflare-hosted destinations only; "all": every destination. */
+  EDGESOCKS_UPSTREAM_FOR?: string;
+  /** Comma-separated host[:port] of TCP relays outside Cloudflare that forward to Cloudflare's anycast. */
+  EDGESOCKS_CLOUDFLARE_RELAY?: string;
+  /** An IPv6 /96 NAT64 prefix: Cloudflare-hosted IPv4 destinations are dialed as prefix + address. */
+  EDGESOCKS_NAT64_PREFIX?: string;
+  /** Dev and tests only, no use in production: CIDRs the local edge treats as Cloudflare's (worker/dial/emulation.ts). */
+  EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS?: string;
 };
+
+/** Which destinations the upstream proxy carries. */
+export const UPSTREAM_FOR = ["cloudflare", "all"] as const;
+export type UpstreamFor = (typeof UPSTREAM_FOR)[number];
 
 export type EdgeConfig = {
   tokens: string[];
@@ -26,6 +44,14 @@ export type EdgeConfig = {
   dohUrl: string;
   /** How long the resolver has to answer before the agent hears 502. */
   dohTimeoutMs: number;
+  /** The upstream proxy, when EDGESOCKS_UPSTREAM is set. */
+  upstream: UpstreamProxy | undefined;
+  upstreamFor: UpstreamFor;
+  /** Relays for Cloudflare-hosted destinations, tried in order. */
+  cloudflareRelays: CloudflareRelay[];
+  nat64Prefix: Nat64Prefix | undefined;
+  /** Extra ranges the local edge refuses as production refuses Cloudflare's (empty in production). */
+  emulatedCloudflareCidrs: Cidr[];
 };
 
 /**
@@ -68,6 +94,11 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
   }
   const dohUrl = env.EDGESOCKS_DOH_URL === undefined || env.EDGESOCKS_DOH_URL === "" ? DEFAULT_DOH_URL : env.EDGESOCKS_DOH_URL;
   if (!isHttpUrl(dohUrl)) throw new EdgeConfigError("EDGESOCKS_DOH_URL must be an http:// or https:// URL");
+  const upstreamFor = (env.EDGESOCKS_UPSTREAM_FOR ?? "").trim() || "cloudflare";
+  if (!(UPSTREAM_FOR as readonly string[]).includes(upstreamFor)) {
+    throw new EdgeConfigError(`EDGESOCKS_UPSTREAM_FOR must be one of ${UPSTREAM_FOR.join(", ")}`);
+  }
+  if (upstreamFor === "all" && !present(env.EDGESOCKS_UPSTREAM)) throw new EdgeConfigError("EDGESOCKS_UPSTREAM_FOR=all needs EDGESOCKS_UPSTREAM");
   return {
     tokens,
     windowBytes,
@@ -76,7 +107,28 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
     readBytes: DEFAULT_READ_BYTES,
     dohUrl,
     dohTimeoutMs: DEFAULT_DOH_TIMEOUT_MS,
+    upstream: present(env.EDGESOCKS_UPSTREAM) ? parsed(() => parseUpstreamUrl(env.EDGESOCKS_UPSTREAM ?? "")) : undefined,
+    upstreamFor: upstreamFor as UpstreamFor,
+    cloudflareRelays: parsed(() => parseRelayList(env.EDGESOCKS_CLOUDFLARE_RELAY ?? "")),
+    nat64Prefix: present(env.EDGESOCKS_NAT64_PREFIX) ? parsed(() => parseNat64Prefix(env.EDGESOCKS_NAT64_PREFIX ?? ""), "EDGESOCKS_NAT64_PREFIX ") : undefined,
+    emulatedCloudflareCidrs: parsed(() => parseCidrList(env.EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS ?? "", "EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS")),
   };
+}
+
+function present(value: string | undefined): boolean {
+  return value !== undefined && value.trim() !== "";
+}
+
+/** The value `parse` returns; its typed error becomes an EdgeConfigError (`prefix` names the binding where the error does not). */
+function parsed<T>(parse: () => T, prefix = ""): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof UpstreamConfigError || error instanceof CidrError || error instanceof Nat64Error || error instanceof RelayConfigError) {
+      throw new EdgeConfigError(`${prefix}${error.message}`);
+    }
+    throw error;
+  }
 }
 
 function isHttpUrl(text: string): boolean {

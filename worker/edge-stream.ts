@@ -1,24 +1,27 @@
 // One proxied TCP connection at the edge: dials the destination with connect(), relays both
 // directions under credit-based flow control, and half-closes each direction on its own.
 
-import { connect } from "cloudflare:sockets";
-import { BLOCKED_PORTS, errorMessage, statusForConnectError } from "./connect-error.ts";
+import { errorMessage } from "./connect-error.ts";
 import type { EdgeConfig } from "./config.ts";
+import { DialAttempt, dialDestination } from "./dial/dial-destination.ts";
 import { ReceiveWindow, SendCredit } from "./flow-control.ts";
 import {
-  AddressType,
   CloseCode,
   DATA_HEADER_BYTES,
+  MAX_DATA_BYTES,
   MAX_EARLY_DATA_BYTES,
   ProtocolError,
   StreamStatus,
   dataFrameAround,
+  encodeData,
   encodeEnd,
   encodeOpened,
   encodeReset,
   encodeWindow,
   formatDestination,
+  statusForVersion,
   type OpenFrame,
+  type ProtocolVersion,
 } from "./protocol.ts";
 
 /** Where the stream sends its frames: the tunnel's WebSocket. */
@@ -27,6 +30,8 @@ export type FrameSink = (frame: Uint8Array) => void;
 /** How a stream ended, for the tunnel's log line. */
 export type StreamOutcome = {
   destination: string;
+  /** How the edge reached it: "direct", "via upstream socks5://host:port", ...; "not opened" when it did not. */
+  route: string;
   status: StreamStatus;
   /** Empty on a clean finish; otherwise what went wrong, as sent to (or received from) the agent. */
   reason: string;
@@ -46,8 +51,11 @@ export class EdgeStream {
   readonly #config: EdgeConfig;
   readonly #receive: ReceiveWindow;
   readonly #credit: SendCredit;
+  readonly #version: ProtocolVersion;
   #state: StreamState = "opening";
+  #dial: DialAttempt | undefined;
   #socket: Socket | undefined;
+  #route = "not opened";
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   /** EARLY payloads that arrived while we dialed: written, uncounted, right after the OPEN's own early data. */
   #earlyData: Uint8Array[] = [];
@@ -67,8 +75,9 @@ export class EdgeStream {
   /** Settles once the stream has ended, however it ended. */
   readonly finished: Promise<StreamOutcome>;
 
-  constructor(open: OpenFrame, send: FrameSink, config: EdgeConfig) {
+  constructor(open: OpenFrame, send: FrameSink, config: EdgeConfig, version: ProtocolVersion) {
     this.#open = open;
+    this.#version = version;
     this.#send = send;
     this.#config = config;
     this.#receive = new ReceiveWindow(config.windowBytes);
@@ -79,41 +88,33 @@ export class EdgeStream {
     });
   }
 
-  /** Dials the destination and answers OPENED; then relays until both directions end. */
+  /** Dials the destination (worker/dial/) and answers OPENED; then relays until both directions end. */
   async start(): Promise<void> {
     const { destination } = this.#open;
-    if (BLOCKED_PORTS.has(destination.port)) {
-      this.#failOpen(StreamStatus.NotAllowed, `Cloudflare Workers may not connect to port ${destination.port}`);
-      return;
-    }
-    // connect() wants IPv6 literals in brackets: a bare "::1" is refused (measured).
-    const hostname = destination.type === AddressType.IPv6 ? `[${destination.host}]` : destination.host;
-    let socket: Socket;
-    try {
-      socket = connect({ hostname, port: destination.port }, { allowHalfOpen: true });
-    } catch (error) {
-      this.#failOpen(statusForConnectError(error), errorMessage(error));
-      return;
-    }
-    this.#socket = socket;
-    socket.closed.catch(() => {}); // failures surface through reads and writes; this is only the summary
+    const attempt = new DialAttempt(this.#config);
+    this.#dial = attempt;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), this.#config.connectTimeoutMs);
     });
-    try {
-      const result = await Promise.race([socket.opened.then(() => "opened" as const), timedOut]);
-      if (result === "timeout") {
-        this.#failOpen(StreamStatus.Timeout, `no connection to ${formatDestination(destination)} within ${this.#config.connectTimeoutMs} ms`);
-        return;
-      }
-    } catch (error) {
-      this.#failOpen(statusForConnectError(error), errorMessage(error));
+    const result = await Promise.race([dialDestination(destination, this.#config, attempt), timedOut]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      attempt.abort();
+      this.#failOpen(StreamStatus.Timeout, `no connection to ${formatDestination(destination)} within ${this.#config.connectTimeoutMs} ms`);
       return;
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
     }
-    if (this.#state !== "opening") return; // the agent reset, or the tunnel closed, while we dialed
+    if (this.#state !== "opening") {
+      attempt.abort(); // the agent reset, or the tunnel closed, while we dialed
+      return;
+    }
+    if (!result.ok) {
+      this.#failOpen(result.status, result.reason, result.verdictSeconds);
+      return;
+    }
+    const socket = result.socket;
+    this.#socket = socket;
+    this.#route = result.route;
     this.#state = "open";
     this.#send(encodeOpened(StreamStatus.Ok, this.#config.windowBytes));
     this.#writer = socket.writable.getWriter();
@@ -121,7 +122,7 @@ export class EdgeStream {
     for (const chunk of this.#earlyData) this.#write(chunk, false);
     this.#earlyData = [];
     if (this.#uploadEnded) this.#closeUpload();
-    void this.#pumpDownload(socket);
+    void this.#pumpDownload(socket, result.leftover);
   }
 
   /** Upload bytes from the agent. Throws ProtocolError when the agent breaks the protocol. */
@@ -214,7 +215,17 @@ export class EdgeStream {
     );
   }
 
-  async #pumpDownload(socket: Socket): Promise<void> {
+  /** Sends `leftover` (what an upstream proxy sent past its reply) under credit, then relays the socket's reads. */
+  async #pumpDownload(socket: Socket, leftover: Uint8Array): Promise<void> {
+    for (let rest = leftover; rest.byteLength > 0; ) {
+      await this.#credit.whenAvailable();
+      if (this.#state !== "open") return;
+      const piece = rest.subarray(0, Math.min(this.#credit.availableBytes, MAX_DATA_BYTES));
+      rest = rest.subarray(piece.byteLength);
+      this.#credit.consume(piece.byteLength);
+      this.#downloadedBytes += piece.byteLength;
+      this.#send(encodeData(piece));
+    }
     const reader = socket.readable.getReader({ mode: "byob" });
     // One buffer, reused: each read transfers it into `value` and hands it back, and
     // WebSocket.send() copies the frame out before returning. A fresh ArrayBuffer per read cost
@@ -268,11 +279,13 @@ export class EdgeStream {
     this.#resolveFinished(this.#outcome(StreamStatus.Ok, ""));
   }
 
-  #failOpen(status: StreamStatus, reason: string): void {
+  /** OPENED with a failure; for OnCloudflare its window field carries `verdictSeconds` (v3; a v2 agent hears NotAllowed). */
+  #failOpen(status: StreamStatus, reason: string, verdictSeconds = 0): void {
     if (this.#state !== "opening") return;
     this.#state = "closed";
     this.#earlyData = [];
-    this.#send(encodeOpened(status, 0, reason));
+    const sent = statusForVersion(status, this.#version);
+    this.#send(encodeOpened(sent, sent === StreamStatus.OnCloudflare ? verdictSeconds : 0, reason));
     this.#closeSocket();
     this.#resolveFinished(this.#outcome(status, reason));
   }
@@ -294,12 +307,14 @@ export class EdgeStream {
   }
 
   #closeSocket(): void {
+    this.#dial?.abort();
     this.#socket?.close().catch(() => {});
   }
 
   #outcome(status: StreamStatus, reason: string): StreamOutcome {
     return {
       destination: formatDestination(this.#open.destination),
+      route: this.#route,
       status,
       reason,
       uploadedBytes: this.#uploadedBytes,

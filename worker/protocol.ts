@@ -5,10 +5,33 @@
 // Pure: bytes in, typed values or a typed ProtocolError out. No sockets, no Workers APIs, so it
 // runs unchanged in workerd and in Node.
 
-/** Protocol version this build speaks. It travels in the WebSocket handshake as the subprotocol. */
-export const PROTOCOL_VERSION = 2;
+/** Newest protocol version this build speaks. It travels in the WebSocket handshake as the subprotocol. */
+export const PROTOCOL_VERSION = 3;
+/**
+ * Every version this build speaks, newest first: the agent offers them all and the edge picks
+ * the newest one offered, so an edge keeps serving the previous version's agents and an agent
+ * keeps working with the previous version's edge (users update the two halves at different times).
+ */
+export const PROTOCOL_VERSIONS = [3, 2] as const;
+export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];
+/** The Sec-WebSocket-Protocol value that names `version`. */
+export function subprotocolFor(version: ProtocolVersion): string {
+  return `edgesocks.v${version}`;
+}
 /** The Sec-WebSocket-Protocol value that names PROTOCOL_VERSION. */
-export const SUBPROTOCOL = `edgesocks.v${PROTOCOL_VERSION}`;
+export const SUBPROTOCOL = subprotocolFor(PROTOCOL_VERSION);
+/** Every subprotocol this build speaks, newest first: what the agent offers. */
+export const SUBPROTOCOLS: readonly string[] = PROTOCOL_VERSIONS.map(subprotocolFor);
+
+/** The newest version among the offered subprotocol names that this build speaks, or undefined. */
+export function chooseVersion(offered: readonly string[]): ProtocolVersion | undefined {
+  return PROTOCOL_VERSIONS.find((version) => offered.includes(subprotocolFor(version)));
+}
+
+/** The version a subprotocol name stands for, when this build speaks it. */
+export function versionOfSubprotocol(name: string): ProtocolVersion | undefined {
+  return chooseVersion([name]);
+}
 /** Path of the tunnel endpoint on the Worker. */
 export const TUNNEL_PATH = "/tunnel";
 /**
@@ -92,8 +115,22 @@ export const StreamStatus = {
   HostUnreachable: 0x04,
   ConnectionRefused: 0x05,
   Timeout: 0x06,
+  /**
+   * Since v3, OPENED only: the destination is on Cloudflare's network, which a Worker's connect()
+   * cannot reach, and no fallback at the edge applies. The OPENED's window field then carries
+   * how many seconds the verdict holds (the DNS answer's TTL), so the agent can remember it.
+   */
+  OnCloudflare: 0x07,
 } as const;
 export type StreamStatus = (typeof StreamStatus)[keyof typeof StreamStatus];
+
+/**
+ * The status to send a peer of `version`: a v2 peer closes the tunnel on a status it does not
+ * know, so OnCloudflare reaches it as NotAllowed (the SOCKS reply the agent gives for both).
+ */
+export function statusForVersion(status: StreamStatus, version: ProtocolVersion): StreamStatus {
+  return version < 3 && status === StreamStatus.OnCloudflare ? StreamStatus.NotAllowed : status;
+}
 
 /**
  * WebSocket close codes (RFC 6455 section 7.4.2 leaves 4000-4999 to applications). The last

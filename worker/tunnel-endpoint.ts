@@ -4,7 +4,7 @@
 import { bearerToken, tokenMatches } from "./auth.ts";
 import type { EdgeEnv } from "./config.ts";
 import { configOrRefusal, refuse } from "./refusal.ts";
-import { OPEN_HEADER, POOLED_HEADER, ProtocolError, SUBPROTOCOL, decodeHeaderOpen } from "./protocol.ts";
+import { OPEN_HEADER, POOLED_HEADER, ProtocolError, SUBPROTOCOLS, chooseVersion, decodeHeaderOpen, subprotocolFor } from "./protocol.ts";
 import { TunnelSession, type TunnelStart } from "./tunnel-session.ts";
 
 /** Answers a tunnel request: 101 with a running session, or the status that says why not. */
@@ -20,8 +20,10 @@ export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: P
     return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
   }
   const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((name) => name.trim());
-  if (!offered.includes(SUBPROTOCOL)) {
-    return refuse(400, `unsupported protocol version: this edge speaks ${SUBPROTOCOL}; update the agent or redeploy the Worker so both match`);
+  // The newest version both sides speak: agents of the previous version keep working.
+  const version = chooseVersion(offered);
+  if (version === undefined) {
+    return refuse(400, `unsupported protocol version: this edge speaks ${SUBPROTOCOLS.join(", ")}; update the agent or redeploy the Worker so both match`);
   }
   const start = tunnelStart(request.headers);
   if (start instanceof Response) return start;
@@ -33,8 +35,8 @@ export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: P
   server.accept();
   // With an OPEN in the upgrade, connect() starts here, before the 101 leaves: the agent hears
   // OPENED one round trip after its request instead of two.
-  new TunnelSession(server, config, (promise) => ctx.waitUntil(promise)).start(start);
-  return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": SUBPROTOCOL } });
+  new TunnelSession(server, config, version, (promise) => ctx.waitUntil(promise)).start(start);
+  return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": subprotocolFor(version) } });
 }
 
 /** How the upgrade asks the tunnel to begin (OPEN_HEADER, POOLED_HEADER), or the 400 that says what is wrong. */

@@ -4,7 +4,18 @@
 
 import type { EdgeConfig } from "./config.ts";
 import { EdgeStream, type StreamOutcome } from "./edge-stream.ts";
-import { CloseCode, FrameType, POOLED_OPEN_TIMEOUT_MS, ProtocolError, StreamStatus, closeReason, decodeFrame, type Frame, type OpenFrame } from "./protocol.ts";
+import {
+  CloseCode,
+  FrameType,
+  POOLED_OPEN_TIMEOUT_MS,
+  ProtocolError,
+  StreamStatus,
+  closeReason,
+  decodeFrame,
+  type Frame,
+  type OpenFrame,
+  type ProtocolVersion,
+} from "./protocol.ts";
 
 /** What the upgrade request said about the tunnel's first stream. */
 export type TunnelStart =
@@ -18,6 +29,8 @@ export type TunnelStart =
 export class TunnelSession {
   readonly #socket: WebSocket;
   readonly #config: EdgeConfig;
+  /** The version negotiated in the upgrade: what the agent can decode. */
+  readonly #version: ProtocolVersion;
   readonly #waitUntil: (promise: Promise<unknown>) => void;
   #stream: EdgeStream | undefined;
   /**
@@ -28,9 +41,10 @@ export class TunnelSession {
   #openTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
-  constructor(socket: WebSocket, config: EdgeConfig, waitUntil: (promise: Promise<unknown>) => void) {
+  constructor(socket: WebSocket, config: EdgeConfig, version: ProtocolVersion, waitUntil: (promise: Promise<unknown>) => void) {
     this.#socket = socket;
     this.#config = config;
+    this.#version = version;
     this.#waitUntil = waitUntil;
   }
 
@@ -64,7 +78,7 @@ export class TunnelSession {
       if (stream && !stream.draining) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
       // Only the current stream speaks: a superseded draining stream whose final flush fails must
       // not send a RESET the agent would read as a reset of the new stream.
-      const next: EdgeStream = new EdgeStream(frame, (bytes) => this.#stream === next && this.#sendFrame(bytes), this.#config);
+      const next: EdgeStream = new EdgeStream(frame, (bytes) => this.#stream === next && this.#sendFrame(bytes), this.#config, this.#version);
       this.#startStream(next);
       return;
     }
@@ -153,5 +167,5 @@ export class TunnelSession {
 
 function logOutcome(outcome: StreamOutcome): void {
   const result = outcome.status === StreamStatus.Ok ? "ok" : `status=${outcome.status} ${outcome.reason}`;
-  console.log(`stream ${outcome.destination} up=${outcome.uploadedBytes}B down=${outcome.downloadedBytes}B ${result}`);
+  console.log(`stream ${outcome.destination} ${outcome.route} up=${outcome.uploadedBytes}B down=${outcome.downloadedBytes}B ${result}`);
 }

@@ -30,7 +30,9 @@ export async function startEdge(vars: Record<string, string> = {}): Promise<Runn
   const token = randomBytes(24).toString("base64url");
   const dir = mkdtempSync(join(tmpdir(), "edgesocks-e2e-edge-"));
   const envFile = join(dir, ".env");
-  const lines = Object.entries({ EDGESOCKS_TOKEN: token, ...vars }).map(([key, value]) => `${key}=${value}`);
+  // The edge asks its DoH resolver why a dial to a name was refused (worker/dial/resolver.ts):
+  // by default a loopback port where nothing listens, so no test's lookup leaves this machine.
+  const lines = Object.entries({ EDGESOCKS_TOKEN: token, EDGESOCKS_DOH_URL: "http://127.0.0.1:9/dns-query", ...vars }).map(([key, value]) => `${key}=${value}`);
   writeFileSync(envFile, `${lines.join("\n")}\n`, { mode: 0o600 });
   const child = spawn(
     process.execPath,

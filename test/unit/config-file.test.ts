@@ -135,7 +135,7 @@ describe("parseConfigFile", () => {
   });
 
   it.each([
-    [{ lsiten: "127.0.0.1:1080" }, "lsiten: unknown field (expected listen, edge, tokenFile, users, rules, bypass, limits, logLevel, zeroRtt)"],
+    [{ lsiten: "127.0.0.1:1080" }, "lsiten: unknown field (expected listen, edge, tokenFile, users, rules, bypass, limits, logLevel, zeroRtt, onCloudflare)"],
     [{ users: [{ name: "a", password: SECRET, passwrd: SECRET }] }, "users[0].passwrd: unknown field (expected name, password, passwordEnv, passwordFile)"],
     [{ rules: [{ route: "direct", domain: "corp.example" }] }, "rules[0].domain: unknown field (expected route, suffix, host, cidr, port)"],
     [{ limits: { maxConnection: 5 } }, "limits.maxConnection: unknown field (expected windowBytes, handshakeTimeoutMs, openTimeoutMs, pingIntervalMs, maxConnections, poolSize)"],
@@ -167,6 +167,7 @@ describe("parseConfigFile", () => {
     [{ limits: { windowBytes: "65536" } }, "limits.windowBytes: must be a number, not a string"],
     [{ logLevel: 2 }, "logLevel: must be a string, not a number"],
     [{ zeroRtt: "yes" }, "zeroRtt: must be true or false, not a string"],
+    [{ onCloudflare: "relay" }, 'onCloudflare: must be one of refuse, direct, not "relay"'],
   ])("refuses the wrong type in %j", (value, message) => {
     expect(fieldError(value)).toBe(`${FILE}: ${message}`);
   });

@@ -63,6 +63,7 @@ describe("parseAgentCommand", () => {
       rules: [...PRIVATE_RULES],
       users: new Map(),
       zeroRtt: false,
+      onCloudflare: "refuse",
     } satisfies AgentConfig);
     expect(DEFAULTS).toMatchObject({ handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, maxConnections: 1024, poolSize: 4, logLevel: "info" });
   });
@@ -96,6 +97,8 @@ describe("parseAgentCommand", () => {
         "none",
         "--rule",
         "direct:suffix=corp.example",
+        "--on-cloudflare",
+        "direct",
       ],
       {},
     );
@@ -116,6 +119,7 @@ describe("parseAgentCommand", () => {
       rules: [{ route: "direct", domainSuffix: "corp.example", text: "direct:suffix=corp.example" }],
       users: new Map(),
       zeroRtt: true,
+      onCloudflare: "direct",
     } satisfies AgentConfig);
   });
 
@@ -180,6 +184,15 @@ describe("parseAgentCommand", () => {
 
   it.each(["verbose", "INFO", ""])("refuses --log-level %j", (level) => {
     expect(configError(() => parseAgentCommand([...EDGE, "--log-level", level], ENV)).message).toMatch(/--log-level must be one of error, warn, info, debug/);
+  });
+
+  it("refuses --on-cloudflare other than refuse or direct, with one line naming both", () => {
+    expect(configError(() => parseAgentCommand([...EDGE, "--on-cloudflare", "relay"], ENV)).message).toBe('--on-cloudflare must be one of refuse, direct, not "relay"');
+  });
+
+  it("takes onCloudflare from the config file unless the flag overrides it", () => {
+    expect(runConfig([...EDGE]).onCloudflare).toBe("refuse");
+    expect(runConfig([...EDGE, "--on-cloudflare", "direct"]).onCloudflare).toBe("direct");
   });
 
   it("refuses a non-loopback --listen", () => {

@@ -16,7 +16,11 @@ import {
   MIN_WINDOW_BYTES,
   ProtocolError,
   StreamStatus,
+  PROTOCOL_VERSIONS,
   SUBPROTOCOL,
+  SUBPROTOCOLS,
+  chooseVersion,
+  statusForVersion,
   OPEN_HEADER,
   MAX_HEADER_OPEN_BYTES,
   POOLED_HEADER,
@@ -87,8 +91,22 @@ const ipv4Open = (tail: number[]): Uint8Array => bytes(FrameType.Open, AddressTy
 const portAndWindow = (port: number, windowBytes: number): number[] => [...u16(port), ...u32(windowBytes)];
 
 describe("wire constants", () => {
-  it("match the numbers docs/protocol.md fixes for v2", () => {
-    expect(SUBPROTOCOL).toBe("edgesocks.v2");
+  it("negotiates the newest version both sides speak, and none when they share none", () => {
+    expect(PROTOCOL_VERSIONS).toEqual([3, 2]);
+    expect(chooseVersion(["edgesocks.v2", "edgesocks.v3"])).toBe(3);
+    expect(chooseVersion(["edgesocks.v2"])).toBe(2);
+    expect(chooseVersion(["edgesocks.v4", "edgesocks.v1"])).toBeUndefined();
+    expect(SUBPROTOCOLS).toEqual(["edgesocks.v3", "edgesocks.v2"]);
+  });
+
+  it("sends OnCloudflare to a v3 peer and NotAllowed to a v2 one, which cannot decode status 7", () => {
+    expect(statusForVersion(StreamStatus.OnCloudflare, 3)).toBe(StreamStatus.OnCloudflare);
+    expect(statusForVersion(StreamStatus.OnCloudflare, 2)).toBe(StreamStatus.NotAllowed);
+    expect(statusForVersion(StreamStatus.HostUnreachable, 2)).toBe(StreamStatus.HostUnreachable);
+  });
+
+  it("match the numbers docs/protocol.md fixes for v3", () => {
+    expect(SUBPROTOCOL).toBe("edgesocks.v3");
     expect(OPEN_HEADER).toBe("Edgesocks-Open");
     expect(MAX_HEADER_OPEN_BYTES).toBe(8192);
     expect(POOLED_HEADER).toBe("Edgesocks-Pooled");
@@ -97,7 +115,7 @@ describe("wire constants", () => {
     expect(TUNNEL_PATH).toBe("/tunnel");
     expect(FrameType).toEqual({ Open: 1, Opened: 2, Data: 3, Window: 4, End: 5, Reset: 6, Early: 7 });
     expect(AddressType).toEqual({ IPv4: 1, Domain: 3, IPv6: 4 });
-    expect(Object.values(StreamStatus)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(Object.values(StreamStatus)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(CloseCode).toEqual({
       Normal: 1000,
       MalformedFrame: 4400,
@@ -438,7 +456,7 @@ describe("decodeFrame refuses with 4400", () => {
       for (let length = 1; length < 6; length++) expectMalformed(full.subarray(0, length), /OPENED shorter than 6 bytes/);
     });
 
-    it.each([0x07, 0x80, 0xff])("with unknown status %i", (status) => {
+    it.each([0x08, 0x80, 0xff])("with unknown status %i", (status) => {
       expectMalformed(bytes(FrameType.Opened, status, u32(DEFAULT_WINDOW_BYTES)), /OPENED status \d+ is unknown/);
     });
 
@@ -482,7 +500,7 @@ describe("decodeFrame refuses with 4400", () => {
       expectMalformed(bytes(FrameType.Reset, StreamStatus.Ok, utf8.encode("fine")), /status 0 \(Ok\)/);
     });
 
-    it.each([0x07, 0xff])("with unknown status %i", (status) => {
+    it.each([0x08, 0xff])("with unknown status %i", (status) => {
       expectMalformed(bytes(FrameType.Reset, status), /RESET status \d+ is unknown/);
     });
 

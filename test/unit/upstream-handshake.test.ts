@@ -4,7 +4,6 @@
 // connect() hands the Worker a socket. Fake upstreams (node:net servers) cover what real ones
 // will not do on request: garbage, early closes, resets, bytes past the reply.
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,16 +12,13 @@ import { Duplex } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { UpstreamError, upstreamHandshake, type ByteChannel } from "../../worker/dial/upstream-handshake.ts";
 import { parseUpstreamUrl, type UpstreamProxy } from "../../worker/dial/upstream-url.ts";
+import { awaitListening, spawnOwned, type OwnedProcess } from "../upstreams/proxies.ts";
 import { AddressType, StreamStatus, type Destination } from "../../worker/protocol.ts";
 
 const LOOPBACK = "127.0.0.1";
 const USER = "alice";
 const PASSWORD = "c0rrect-h0rse";
 const WRONG_PASSWORD = "wr0ng-pa55word";
-/** How long a spawned proxy may take to accept its first connection. */
-const READY_TIMEOUT_MS = 5_000;
-/** Pause between readiness attempts: the proxy is polled by connecting, not waited on blindly. */
-const READY_RETRY_MS = 20;
 
 // ---- owned resources -------------------------------------------------------------------------
 
@@ -64,53 +60,6 @@ async function unusedPort(): Promise<number> {
   const server = await listen(() => undefined);
   await server.close();
   return server.port;
-}
-
-/** A spawned upstream, owned by the test file: stop() ends its whole process group and waits for the exit. */
-type OwnedProcess = { child: ChildProcess; output(): string; stop(): Promise<void> };
-
-function spawnOwned(command: string, args: string[]): OwnedProcess {
-  const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  // Drained always, so a chatty proxy never blocks on a full pipe.
-  child.stdout?.on("data", (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8192)));
-  child.stderr?.on("data", (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8192)));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  return {
-    child,
-    output: () => output,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, "SIGTERM");
-        } catch {
-          // Already gone between the check and the kill.
-        }
-      }
-      await exited;
-    },
-  };
-}
-
-/** Resolves once `port` accepts a connection; rejects if `owner` exits first or READY_TIMEOUT_MS passes. */
-async function awaitListening(owner: OwnedProcess, port: number): Promise<void> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (owner.child.exitCode !== null || owner.child.signalCode !== null) {
-      throw new Error(`${owner.child.spawnfile} exited before listening on ${port}: ${owner.output()}`);
-    }
-    const accepted = await new Promise<boolean>((resolve) => {
-      const probe = netConnect(port, LOOPBACK);
-      probe.once("connect", () => {
-        probe.destroy();
-        resolve(true);
-      });
-      probe.once("error", () => resolve(false));
-    });
-    if (accepted) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port} after ${READY_TIMEOUT_MS} ms: ${owner.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, READY_RETRY_MS));
-  }
 }
 
 /** A connection to `port` as the ByteChannel a Worker's connect() would give. */
