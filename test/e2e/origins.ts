@@ -35,8 +35,14 @@ export async function writeRandom(sink: Writable, totalBytes: number): Promise<s
 
 export type Listening<T> = { server: T; port: number; close(): Promise<void> };
 
-async function listen<T extends Server | HttpServer>(server: T, host = "127.0.0.1"): Promise<Listening<T>> {
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+async function listen<T extends Server | HttpServer>(server: T, host = "127.0.0.1", wantedPort = 0): Promise<Listening<T>> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(wantedPort, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
   const { port } = server.address() as { port: number };
   return {
     server,
@@ -60,7 +66,7 @@ export type HttpOrigin = Listening<HttpServer> & {
  * GET /blob?bytes=N&id=X streams N random bytes (hash kept under X); PUT or POST /upload?id=X
  * hashes the body and answers it as JSON; GET / is a small page with a script, for browsers.
  */
-export async function startHttpOrigin(host = "127.0.0.1"): Promise<HttpOrigin> {
+export async function startHttpOrigin(host = "127.0.0.1", port = 0): Promise<HttpOrigin> {
   const sentHashes = new Map<string, string>();
   const received = new Map<string, { bytes: number; sha256: string }>();
   const server = createHttpServer((request, response) => {
@@ -110,7 +116,7 @@ export async function startHttpOrigin(host = "127.0.0.1"): Promise<HttpOrigin> {
     }
     response.writeHead(404).end("not found\n");
   });
-  return { ...(await listen(server, host)), sentHashes, received };
+  return { ...(await listen(server, host, port)), sentHashes, received };
 }
 
 /** A TCP server running `handle` for every connection, on loopback. */
