@@ -24,8 +24,11 @@ export async function freePort(): Promise<number> {
 
 export type RunningEdge = { url: string; token: string; wranglerPid: number; stop(): Promise<void> };
 
-/** Starts wrangler dev on a free loopback port with a fresh token; resolves once /healthz answers. */
-export async function startEdge(vars: Record<string, string> = {}): Promise<RunningEdge> {
+/**
+ * Starts wrangler dev on a free loopback port with a fresh token; resolves once /healthz answers.
+ * `root` is the checkout whose wrangler.toml and worker/ it runs (another release, for skew tests).
+ */
+export async function startEdge(vars: Record<string, string> = {}, root = repoRoot): Promise<RunningEdge> {
   const port = await freePort();
   const token = randomBytes(24).toString("base64url");
   const dir = mkdtempSync(join(tmpdir(), "edgesocks-e2e-edge-"));
@@ -37,7 +40,7 @@ export async function startEdge(vars: Record<string, string> = {}): Promise<Runn
   const child = spawn(
     process.execPath,
     [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--persist-to", join(dir, "state")],
-    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
   );
   let output = "";
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
@@ -79,11 +82,11 @@ export type RunningAgent = {
 };
 
 /**
- * Starts the real agent against `edgeUrl` on a free loopback port; resolves after its ready line. `--bypass none` comes first so that loopback
+ * Starts the real agent (`cli`: this checkout's, or another release's) against `edgeUrl` on a free loopback port; resolves after its ready line. `--bypass none` comes first so that loopback
  * destinations really cross the edge; a later `--bypass` in `extraArgs` overrides it.
  */
-export async function startAgent(edgeUrl: string, token: string, extraArgs: string[] = []): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [agentCli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...extraArgs], {
+export async function startAgent(edgeUrl: string, token: string, extraArgs: string[] = [], cli = agentCli): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [cli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...extraArgs], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, EDGESOCKS_TOKEN: token },
