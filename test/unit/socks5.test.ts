@@ -206,6 +206,7 @@ describe("REPLY_FOR_STATUS", () => {
       [StreamStatus.HostUnreachable]: 0x04,
       [StreamStatus.ConnectionRefused]: 0x05,
       [StreamStatus.Timeout]: 0x06,
+      [StreamStatus.OnCloudflare]: 0x02,
     });
     expect(Object.keys(REPLY_FOR_STATUS).map(Number).sort()).toEqual(Object.values(StreamStatus).sort());
   });

@@ -10,7 +10,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { parseAgentCommand } from "../../local-agent/config.ts";
 import { createLogger } from "../../local-agent/log.ts";
 import { TunnelPool, type PoolTimings } from "../../local-agent/tunnel-pool.ts";
-import { POOLED_HEADER, SUBPROTOCOL } from "../../worker/protocol.ts";
+import { POOLED_HEADER, SUBPROTOCOL, SUBPROTOCOLS } from "../../worker/protocol.ts";
 
 const TOKEN = "pool-test-token-0123456789";
 const FAST: PoolTimings = { maxIdleMs: 60_000, firstRetryMs: 100, maxRetryMs: 400, minHealthyLifetimeMs: 1_000 };
@@ -94,7 +94,7 @@ describe("TunnelPool", () => {
     for (const request of edge.upgrades) {
       expect(request.headers[POOLED_HEADER.toLowerCase()]).toBe("1");
       expect(request.headers.authorization).toBe(`Bearer ${TOKEN}`);
-      expect(request.headers["sec-websocket-protocol"]).toBe(SUBPROTOCOL);
+      expect(request.headers["sec-websocket-protocol"]).toBe(SUBPROTOCOLS.join(", "));
     }
     expect(log.some((line) => line.includes("warm pool: 2 of 2 spares ready"))).toBe(true);
     const taken = pool.take();
