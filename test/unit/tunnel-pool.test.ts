@@ -94,7 +94,7 @@ describe("TunnelPool", () => {
     for (const request of edge.upgrades) {
       expect(request.headers[POOLED_HEADER.toLowerCase()]).toBe("1");
       expect(request.headers.authorization).toBe(`Bearer ${TOKEN}`);
-      expect(request.headers["sec-websocket-protocol"]).toBe(SUBPROTOCOLS.join(", "));
+      expect(request.headers["sec-websocket-protocol"]).toBe(SUBPROTOCOLS.join(","));
     }
     expect(log.some((line) => line.includes("warm pool: 2 of 2 spares ready"))).toBe(true);
     const taken = pool.take();
