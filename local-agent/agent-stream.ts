@@ -255,7 +255,7 @@ export class AgentStream {
     if (this.#phase === "closed") return;
     const cause = missedPong(this.#edge as WebSocket)
       ? "edge stopped answering pings"
-      : `edge closed the tunnel (${code}${reason ? ` ${reason}` : ""}${this.#edgeError ? `: ${this.#edgeError}` : ""})`;
+      : `edge closed the tunnel (${code}${reason ? ` ${reason}` : ""}${this.#edgeError ? `: ${this.#edgeError}` : ""})${whyTunnelEnded(code)}`;
     if (this.#phase === "opening") {
       this.#failOpen(StreamStatus.GeneralFailure, cause, "warn");
       return;
@@ -317,4 +317,16 @@ export class AgentStream {
     this.#log[level](`${this.#label} up=${formatBytes(this.#upload.uploadedBytes)} down=${formatBytes(this.#downloadedBytes)} ${seconds}s ${result}`);
     this.#onClosed();
   }
+}
+
+/**
+ * What an edge close code without a reason of ours says about why the tunnel ended. The Worker's
+ * invocation ending (a redeploy, a runtime update) closes with 1001 or drops with no close frame
+ * at all (1006), as does the edge's process dying or a limit such as CPU ending the invocation.
+ */
+function whyTunnelEnded(code: number): string {
+  if (code === 1001) return ": the Worker's invocation ended (a redeploy or a runtime update); new connections open new tunnels";
+  if (code === 1006) return ": no close frame (the edge's process ended, the network dropped the connection, or the Worker's invocation was ended, for example by its CPU limit)";
+  if (code === 1011 || code === 1012 || code === 1013) return ": the edge had an internal error or is restarting";
+  return "";
 }

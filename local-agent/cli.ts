@@ -7,9 +7,17 @@ import { createLogger } from "./log.ts";
 import { startAgent } from "./server.ts";
 import { EDGESOCKS_VERSION } from "../worker/version.ts";
 
-/** Exit statuses: 2 for a bad command line, 1 for a start-up failure. */
+/** Exit statuses: 2 for a bad command line, 1 for a start-up failure, 3 for a shutdown that reset transfers. */
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
+const EXIT_DRAIN_CUT = 3;
+/** Time the tunnels' close frames get to leave before the process exits. */
+const EXIT_FLUSH_MS = 100;
+/**
+ * A signal this soon after the first is the same request, not a second one: Ctrl-C under
+ * `npm start` reaches the agent twice, from the terminal and forwarded by the dev runner.
+ */
+const REPEAT_SIGNAL_MS = 500;
 
 async function main(): Promise<void> {
   let command;
@@ -43,12 +51,29 @@ async function main(): Promise<void> {
   void probeEdge(config.tunnelUrl).then((warning) => {
     if (warning) log.warn(warning);
   });
+  let stoppingSince: number | undefined;
   const stop = (signal: string) => {
-    log.info(`${signal}: closing`);
-    void agent.close().then(() => process.exit(0));
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) return;
+      log.warn(`${signal} again: resetting the ${agent.openConnections} connections still open`);
+      agent.abort();
+      return;
+    }
+    stoppingSince = Date.now();
+    const open = agent.openConnections;
+    log.info(
+      open === 0
+        ? `${signal}: closing (no open connections)`
+        : `${signal}: no longer accepting; ${open} open connections have ${config.drainTimeoutMs} ms to finish (--drain-timeout-ms), then they are reset; a second signal resets them now`,
+    );
+    void agent.close(config.drainTimeoutMs).then(({ finished, reset }) => {
+      if (reset === 0) log.info(`closed: ${finished} connections finished`);
+      else log.warn(`closed: ${finished} connections finished, ${reset} reset before they finished`);
+      setTimeout(() => process.exit(reset === 0 ? 0 : EXIT_DRAIN_CUT), EXIT_FLUSH_MS);
+    });
   };
-  process.once("SIGINT", () => stop("SIGINT"));
-  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
 }
 
 void main();

@@ -31,6 +31,10 @@ export const LIMITS = {
   // at once. Each spare is a Worker request, renewed every POOLED_MAX_IDLE_MS while unused
   // (4 spares: about 1,440 requests a day of the free plan's 100,000).
   poolSize: { flag: "--pool-size", min: 0, max: 64, fallback: 4 },
+  // How long a SIGTERM or SIGINT lets open transfers finish before the rest are reset: inside
+  // `docker stop`'s 10 s grace (and systemd's 90 s), so the reset, not a SIGKILL's quiet close
+  // of every socket, is what a client whose transfer was cut sees.
+  drainTimeoutMs: { flag: "--drain-timeout-ms", min: 0, max: 600_000, fallback: 5_000 },
 } as const;
 export type LimitName = keyof typeof LIMITS;
 export type Limits = Record<LimitName, number>;

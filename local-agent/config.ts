@@ -28,6 +28,8 @@ export type AgentConfig = {
   pingIntervalMs: number;
   /** Client connections served at once; more are refused at accept. */
   maxConnections: number;
+  /** Time open transfers have to finish after a SIGTERM or SIGINT before the rest are reset. */
+  drainTimeoutMs: number;
   logLevel: LogLevel;
   /** Which destinations go direct by default; kept to describe the routing (PAC file, logs). */
   bypass: BypassMode;
@@ -58,6 +60,7 @@ export const DEFAULTS = {
   pingIntervalMs: LIMITS.pingIntervalMs.fallback,
   maxConnections: LIMITS.maxConnections.fallback,
   poolSize: LIMITS.poolSize.fallback,
+  drainTimeoutMs: LIMITS.drainTimeoutMs.fallback,
   logLevel: "info" as LogLevel,
   bypass: "private" as BypassMode,
 };
@@ -92,6 +95,10 @@ Options:
   --pool-size N              tunnels kept open and ready for the next connections, so a new
                              connection skips the TCP, TLS and WebSocket handshakes to the
                              edge; 0 turns the pool off (default ${DEFAULTS.poolSize})
+  --drain-timeout-ms N       on SIGTERM or SIGINT (Ctrl-C), stop accepting and give open
+                             transfers this long to finish, then reset the rest; a second
+                             signal resets them at once. Exit status 0 when every transfer
+                             finished, 3 when some were reset (default ${DEFAULTS.drainTimeoutMs})
   --zero-rtt                 answer each client at once and send its first bytes along with
                              the destination: saves one edge round trip per connection, but a
                              destination that cannot be reached resets the connection instead
@@ -139,6 +146,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
         "ping-interval-ms": { type: "string" },
         "max-connections": { type: "string" },
         "pool-size": { type: "string" },
+        "drain-timeout-ms": { type: "string" },
         "log-level": { type: "string" },
         rule: { type: "string", multiple: true },
         bypass: { type: "string" },

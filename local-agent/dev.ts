@@ -1,5 +1,6 @@
 // `npm start`: a local edge (wrangler dev, workerd on 127.0.0.1:8787) and the agent on
-// 127.0.0.1:1080 in front of it, sharing a token generated for this run. One Ctrl-C stops both.
+// 127.0.0.1:1080 in front of it, sharing a token generated for this run. One Ctrl-C stops both:
+// the agent drains its open transfers first (--drain-timeout-ms), then the edge stops.
 //
 // Flags after `npm start --` go to the agent, except --edge-port N, which moves the local edge.
 
@@ -76,47 +77,75 @@ async function main(): Promise<void> {
   writeFileSync(envFile, `EDGESOCKS_TOKEN=${token}\n`, { mode: 0o600 });
   const edgeUrl = `http://127.0.0.1:${edgePort}`;
 
-  const children: ChildProcess[] = [];
+  // The edge runs in a process group of its own, so a Ctrl-C (SIGINT to the terminal's whole
+  // group) does not stop it under the agent's draining transfers: it stops once the agent is gone.
+  let edge: ChildProcess | undefined;
+  let agent: ChildProcess | undefined;
   let stopping = false;
-  const stop = (status: number) => {
-    if (stopping) return;
-    stopping = true;
-    for (const child of children) if (child.exitCode === null) child.kill("SIGTERM");
+  const stopEdge = (status: number) => {
     rmSync(secretsDir, { recursive: true, force: true });
-    setTimeout(() => process.exit(status), 1_500).unref();
-    Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once("exit", resolve)) : null))).then(
-      () => process.exit(status),
-    );
+    if (edge?.pid !== undefined && edge.exitCode === null && edge.signalCode === null) {
+      signalGroup(edge.pid, "SIGTERM");
+      edge.once("exit", () => process.exit(status));
+      setTimeout(() => {
+        if (edge?.pid !== undefined) signalGroup(edge.pid, "SIGKILL");
+        process.exit(status);
+      }, 1_500).unref();
+    } else process.exit(status);
   };
-  process.once("SIGINT", () => stop(0));
-  process.once("SIGTERM", () => stop(0));
+  const stop = (status: number) => {
+    if (agent?.pid !== undefined && agent.exitCode === null && agent.signalCode === null) {
+      // The agent drains on the first signal and resets on a second; it ignores a repeat that
+      // follows within half a second, as a Ctrl-C's own SIGINT does this one.
+      agent.kill("SIGTERM");
+      if (!stopping) agent.once("exit", (code) => stopEdge(code ?? status));
+    } else if (!stopping) stopEdge(status);
+    stopping = true;
+  };
+  process.on("SIGINT", () => stop(0));
+  process.on("SIGTERM", () => stop(0));
 
-  const edge = spawn(
+  edge = spawn(
     process.execPath,
     [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(edgePort), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn"],
-    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+    { cwd: repoRoot, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
   );
-  children.push(edge);
   prefixLines(edge.stdout, "[edge] ");
   prefixLines(edge.stderr, "[edge] ");
   edge.once("exit", (code) => {
     if (!stopping) {
       process.stderr.write(`edgesocks dev: the local edge exited (${code}); stopping\n`);
-      stop(1);
+      stopping = true;
+      if (agent?.pid !== undefined && agent.exitCode === null) {
+        agent.kill("SIGTERM");
+        agent.once("exit", () => stopEdge(1));
+      } else stopEdge(1);
     }
   });
   await waitForEdge(edgeUrl, edge);
+  if (stopping) return;
   process.stderr.write(`edgesocks dev: local edge ready on ${edgeUrl} (token generated for this run)\n`);
 
-  const agent = spawn(process.execPath, [join(repoRoot, "local-agent", "cli.ts"), "--edge", edgeUrl, ...agentArgs], {
+  agent = spawn(process.execPath, [join(repoRoot, "local-agent", "cli.ts"), "--edge", edgeUrl, ...agentArgs], {
     cwd: repoRoot,
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, EDGESOCKS_TOKEN: token },
   });
-  children.push(agent);
   agent.once("exit", (code) => {
-    if (!stopping) stop(code ?? 1);
+    if (!stopping) {
+      stopping = true;
+      stopEdge(code ?? 1);
+    }
   });
+}
+
+/** Sends `signal` to the process group led by `pid` (wrangler, its workerd and esbuild). */
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
 }
 
 void main();

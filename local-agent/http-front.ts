@@ -29,6 +29,8 @@ export type HttpFront = {
   serve(client: Socket, firstChunk: Buffer, label: string, onClosed: () => void): void;
   /** Stops serving: closes idle keep-alive connections. */
   close(): void;
+  /** Closes keep-alive connections waiting for their next request (a drain calls it until the end). */
+  closeIdle(): void;
 };
 
 /** Idle time a client's keep-alive connection is kept between requests (Node's default). */
@@ -157,6 +159,9 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
     },
     close() {
       server.close();
+    },
+    closeIdle() {
+      server.closeIdleConnections();
     },
   };
 }

@@ -1,4 +1,5 @@
-// The agent's listening socket: accepts clients, bounds how many are served, and closes them all.
+// The agent's listening socket: accepts clients, bounds how many are served, and on shutdown
+// drains them: open transfers get a deadline to finish, and whatever is left is reset.
 
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
@@ -7,20 +8,41 @@ import type { Logger } from "./log.ts";
 import { serveClient } from "./front-door.ts";
 import { createHttpFront } from "./http-front.ts";
 
+/** What a shutdown did: connections that ended by themselves during the drain, and those reset. */
+export type DrainResult = { finished: number; reset: number };
+
 export type RunningAgent = {
   address: AddressInfo;
-  /** Stops accepting, resets every open connection, and resolves when the listener is closed. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting, lets open connections finish for up to `deadlineMs`, then resets the rest
+   * (a TCP reset, never a clean end: a client cut mid-transfer must not take it for complete).
+   * Calling it again returns the same drain.
+   */
+  close(deadlineMs?: number): Promise<DrainResult>;
+  /** Ends a drain now: resets every connection still open (a second signal). */
+  abort(): void;
+  /** Client connections open now. */
+  readonly openConnections: number;
 };
+
+/** How often a drain closes HTTP keep-alive connections that went idle after their last answer. */
+const IDLE_SWEEP_MS = 100;
 
 /** Listens on config.listenHost:listenPort; rejects with a one-line Error if it cannot. */
 export async function startAgent(config: AgentConfig, log: Logger): Promise<RunningAgent> {
   const clients = new Set<Socket>();
   const http = createHttpFront(config, log);
+  let onClientGone = () => {};
   // allowHalfOpen: a client's FIN ends only its direction; the answer still flows back.
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (client) => {
     clients.add(client);
-    serveClient(client, config, log, http, () => clients.delete(client));
+    // 'close' as well as the session's own callback: a session that hands its socket on (a
+    // stream's end, an HTTP keep-alive) may call back before the socket is really gone.
+    const gone = () => {
+      if (clients.delete(client)) onClientGone();
+    };
+    client.once("close", gone);
+    serveClient(client, config, log, http, gone);
   });
   server.maxConnections = config.maxConnections;
   server.on("drop", (info) => log.warn(`refused ${info?.remoteAddress ?? "?"}: --max-connections ${config.maxConnections} reached`));
@@ -33,14 +55,46 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   });
   server.on("error", (error) => log.error(`listener: ${error.message}`));
   const pool = startTunnelPool(config, log);
+
+  let drain: Promise<DrainResult> | undefined;
+  let resetRest = () => {};
   return {
     address: server.address() as AddressInfo,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
+    get openConnections() {
+      return clients.size;
+    },
+    close(deadlineMs = 0) {
+      drain ??= new Promise<DrainResult>((resolve) => {
+        const openAtStart = clients.size;
+        server.close();
+        // No new spares: a stream that still opens during the drain takes a tunnel of its own.
         pool.close();
         http.close();
-        for (const client of clients) client.destroy();
-      }),
+        const sweep = setInterval(() => http.closeIdle(), IDLE_SWEEP_MS);
+        const finish = (reset: number) => {
+          clearInterval(sweep);
+          clearTimeout(deadline);
+          onClientGone = () => {};
+          resetRest = () => {};
+          resolve({ finished: openAtStart - reset, reset });
+        };
+        resetRest = () => {
+          const left = [...clients];
+          clients.clear();
+          for (const client of left) client.resetAndDestroy();
+          finish(left.length);
+        };
+        const deadline = setTimeout(() => resetRest(), deadlineMs);
+        onClientGone = () => {
+          if (clients.size === 0) finish(0);
+        };
+        http.closeIdle();
+        if (clients.size === 0) finish(0);
+      });
+      return drain;
+    },
+    abort() {
+      resetRest();
+    },
   };
 }

@@ -78,6 +78,8 @@ export type RunningAgent = {
   output(): string;
   /** Resolves with the first log line matching `pattern`; rejects after `timeoutMs`. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Resolves with the exit status (or the signal that ended it) once the agent has exited. */
+  exited(): Promise<number | NodeJS.Signals>;
   stop(): Promise<void>;
 };
 
@@ -111,15 +113,19 @@ export async function startAgent(edgeUrl: string, token: string, extraArgs: stri
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   };
-  return { port, pid: child.pid ?? 0, log: () => stderr, output: () => stdout, waitForLog, stop: () => stopChild(child) };
+  const exited = new Promise<number | NodeJS.Signals>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? -1)));
+  return { port, pid: child.pid ?? 0, log: () => stderr, output: () => stdout, waitForLog, exited: () => exited, stop: () => stopChild(child) };
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once("exit", resolve));
   child.kill("SIGTERM");
+  // The agent drains on the first signal (--drain-timeout-ms); a test's leftovers need no drain.
+  const again = setTimeout(() => child.kill("SIGTERM"), 1_000);
   const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
   await exited;
+  clearTimeout(again);
   clearTimeout(timer);
 }
 
