@@ -120,6 +120,30 @@ Options:
   -v, --version              show the version
 `;
 
+/** Every option the command line takes (`--help` documents each one; a test holds it to that). */
+export const AGENT_OPTIONS = {
+  edge: { type: "string" },
+  listen: { type: "string" },
+  config: { type: "string" },
+  user: { type: "string", multiple: true },
+  "users-file": { type: "string" },
+  "token-file": { type: "string" },
+  "window-bytes": { type: "string" },
+  "handshake-timeout-ms": { type: "string" },
+  "open-timeout-ms": { type: "string" },
+  "ping-interval-ms": { type: "string" },
+  "max-connections": { type: "string" },
+  "pool-size": { type: "string" },
+  "drain-timeout-ms": { type: "string" },
+  "log-level": { type: "string" },
+  rule: { type: "string", multiple: true },
+  bypass: { type: "string" },
+  "zero-rtt": { type: "boolean" },
+  "on-cloudflare": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "v" },
+} as const;
+
 const NO_FILE: FileSettings = { users: [], rules: [], limits: {} };
 
 /** Parses argv, the --config file and env into a command; throws ConfigError with a one-line message. */
@@ -133,28 +157,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       // Positionals are refused below, without quoting them: `--user alice hunter2` makes one of a password.
       allowPositionals: true,
       tokens: true,
-      options: {
-        edge: { type: "string" },
-        listen: { type: "string" },
-        config: { type: "string" },
-        user: { type: "string", multiple: true },
-        "users-file": { type: "string" },
-        "token-file": { type: "string" },
-        "window-bytes": { type: "string" },
-        "handshake-timeout-ms": { type: "string" },
-        "open-timeout-ms": { type: "string" },
-        "ping-interval-ms": { type: "string" },
-        "max-connections": { type: "string" },
-        "pool-size": { type: "string" },
-        "drain-timeout-ms": { type: "string" },
-        "log-level": { type: "string" },
-        rule: { type: "string", multiple: true },
-        bypass: { type: "string" },
-        "zero-rtt": { type: "boolean" },
-        "on-cloudflare": { type: "string" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "v" },
-      },
+      options: AGENT_OPTIONS,
     }));
   } catch (error) {
     throw new ConfigError(error instanceof Error ? error.message.split("\n")[0] ?? "bad arguments" : "bad arguments");
