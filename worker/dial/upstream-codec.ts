@@ -8,6 +8,7 @@
 
 import { AddressType, StreamStatus, encodeAddress, formatDestination, formatIPv6, isPlausibleHostname, type Destination } from "../protocol.ts";
 import type { UpstreamProxy } from "./upstream-url.ts";
+import { AuthMethod, Command, Reply, SOCKS_VERSION } from "../socks5-numbers.ts";
 
 /** A failure of the upstream or reported by it; `status` is the StreamStatus the agent hears; message safe for logs (no credentials). */
 export class UpstreamError extends Error {
@@ -24,33 +25,7 @@ export type ParseResult<T> = { value: T; bytesUsed: number } | "incomplete";
 
 // ---- SOCKS5 ---------------------------------------------------------------------------------
 
-export const SOCKS_VERSION = 0x05;
-
-/** Authentication methods (RFC 1928 section 3). */
-export const AuthMethod = {
-  NoAuthentication: 0x00,
-  /** RFC 1929. */
-  UsernamePassword: 0x02,
-  NoAcceptableMethods: 0xff,
-} as const;
-export type AuthMethod = (typeof AuthMethod)[keyof typeof AuthMethod];
-
-/** The one request command the Worker sends (RFC 1928 section 4). */
-export const Command = { Connect: 0x01 } as const;
-
-/** Reply codes (RFC 1928 section 6). */
-export const Reply = {
-  Succeeded: 0x00,
-  GeneralFailure: 0x01,
-  NotAllowedByRuleset: 0x02,
-  NetworkUnreachable: 0x03,
-  HostUnreachable: 0x04,
-  ConnectionRefused: 0x05,
-  TtlExpired: 0x06,
-  CommandNotSupported: 0x07,
-  AddressTypeNotSupported: 0x08,
-} as const;
-export type Reply = (typeof Reply)[keyof typeof Reply];
+export { AuthMethod, Command, Reply, SOCKS_VERSION };
 
 /**
  * The stream status for each failure reply: the one place that mapping lives. 0x06 "TTL expired"
