@@ -36,7 +36,7 @@ export async function probeEdge(tunnelUrl: string): Promise<string | undefined> 
     return `the edge speaks protocol ${String(protocol)}, this agent ${PROTOCOL_VERSIONS.join(" and ")}: redeploy the Worker or update the agent`;
   }
   if (protocol !== PROTOCOL_VERSION) {
-    return `the edge speaks protocol ${String(protocol)}, an older version this agent still speaks: connections work, but Cloudflare-hosted destinations are reported only as "not allowed" and --on-cloudflare direct cannot apply; redeploy the Worker (npm run deploy)`;
+    return `the edge speaks protocol ${String(protocol)}, an older version this agent still speaks: connections work, but the edge does not classify its refused dials: a Cloudflare-hosted destination or a name that does not resolve is reported as "connection refused", and --on-cloudflare direct cannot apply; redeploy the Worker (npm run deploy)`;
   }
   return undefined;
 }

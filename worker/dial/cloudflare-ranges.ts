@@ -1,7 +1,7 @@
 // Cloudflare's own address ranges, which a Worker's connect() cannot reach. Cloudflare's docs
 // (developers.cloudflare.com/workers/runtime-apis/tcp-sockets/, "Considerations") state that
-// outbound TCP sockets to Cloudflare IP ranges are blocked, and that there are no plans to lift
-// this; the edge uses the list to tell that refusal from an unreachable destination.
+// outbound TCP sockets to Cloudflare IP ranges are blocked; the edge uses the list to tell that
+// refusal from an unreachable destination.
 //
 // Source: https://www.cloudflare.com/ips-v4 and https://www.cloudflare.com/ips-v6, as
 // published; list last checked 2026-12-02 from the copy in this file's history. Refresh with

@@ -1,5 +1,5 @@
 // How the edge reaches a destination: directly with connect(), and when that is refused, finds
-// out why before answering (docs/protocol.md §6, "Destinations on Cloudflare's network"): a name
+// out why before answering (docs/protocol.md §10, "Destinations on Cloudflare's network"): a name
 // that does not resolve is HostUnreachable; a destination on Cloudflare's network goes through
 // the fallbacks configured at the edge (upstream proxy, relay, NAT64) or is answered
 // OnCloudflare; anything else is a refusal. What it learns of a name is kept for the isolate.
