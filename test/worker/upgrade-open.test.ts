@@ -116,9 +116,18 @@ describe.concurrent("EARLY frames", () => {
     const tunnel = await openTunnel();
     onTestFinished(() => tunnel.close());
     tunnel.send(encodeOpen(loopback(inject("countThenReplyPort")), DEFAULT_WINDOW_BYTES));
-    expect((await tunnel.expectFrame(FrameType.Opened)).status).toBe(StreamStatus.Ok);
+    const opened = await tunnel.expectFrame(FrameType.Opened);
+    expect(opened.status).toBe(StreamStatus.Ok);
+    // The edge returns credit once a quarter of its window has been delivered. EARLY bytes plus
+    // DATA one byte short of that quarter: counted wrongly, the EARLY bytes would tip it over.
+    const threshold = Math.floor(opened.windowBytes / 4);
+    expect(threshold).toBeGreaterThan(MAX_EARLY_DATA_BYTES);
     tunnel.send(encodeEarly(new Uint8Array(MAX_EARLY_DATA_BYTES)));
+    tunnel.send(encodeData(new Uint8Array(threshold - 1)));
     await tunnel.expectSilence(500);
+    // One more DATA byte reaches the quarter: the credit returned is the DATA alone.
+    tunnel.send(encodeData(new Uint8Array(1)));
+    expect((await tunnel.expectFrame(FrameType.Window)).bytes).toBe(threshold);
   });
 
   it("closes 4429 when early bytes exceed MAX_EARLY_DATA_BYTES", async ({ onTestFinished }) => {
