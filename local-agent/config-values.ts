@@ -9,6 +9,11 @@ import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH }
 /** A bad flag, value, file or environment: the CLI prints the message as one line and exits 2. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+  constructor(message: string) {
+    // Messages quote keys and values from files, which may hold line breaks and other control
+    // characters: escaped, so the message stays the one line the CLI promises (found by test/unit/fuzz).
+    super(message.replace(/[\x00-\x1f\x7f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  }
 }
 
 export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;

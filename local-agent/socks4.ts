@@ -54,7 +54,8 @@ export function parseSocks4Request(input: Uint8Array): ParseResult<Socks4Request
   // The bound holds however the request was split into reads: NUL seen or not.
   if ((userIdEnd < 0 ? input.byteLength : userIdEnd) - 8 > MAX_USERID_BYTES) throw new Socks4Error(Socks4Reply.RejectedOrFailed, "USERID is longer than 255 bytes");
   if (userIdEnd < 0) return "incomplete";
-  const userId = new TextDecoder().decode(input.subarray(8, userIdEnd));
+  // ignoreBOM: a default TextDecoder would drop a leading U+FEFF from the USERID (found by test/unit/fuzz).
+  const userId = new TextDecoder("utf-8", { ignoreBOM: true }).decode(input.subarray(8, userIdEnd));
   let destination: Destination;
   let bytesUsed = userIdEnd + 1;
   const isSocks4a = ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0;
@@ -74,7 +75,9 @@ export function parseSocks4Request(input: Uint8Array): ParseResult<Socks4Request
     if (host === "") throw new Socks4Error(Socks4Reply.RejectedOrFailed, "SOCKS4a domain name is empty");
     bytesUsed = domainEnd + 1;
     const ipv6 = parseIPv6(host);
-    if (parseIPv4(host)) destination = { type: AddressType.IPv4, host, port };
+    // "10.0.0.1." is that address too: as a name it would slip past every cidr rule (found by test/unit/fuzz).
+    const literal = host.endsWith(".") ? host.slice(0, -1) : host;
+    if (parseIPv4(literal)) destination = { type: AddressType.IPv4, host: literal, port };
     else if (ipv6) destination = { type: AddressType.IPv6, host: formatIPv6(Uint8Array.from(ipv6)), port };
     else if (isPlausibleHostname(host)) destination = { type: AddressType.Domain, host, port };
     else throw new Socks4Error(Socks4Reply.RejectedOrFailed, `"${host.replace(/[^\x20-\x7e]/g, "?").slice(0, 64)}" is not a host name`);

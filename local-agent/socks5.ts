@@ -2,38 +2,9 @@
 
 import { AddressType, MAX_DOMAIN_BYTES, StreamStatus, encodeAddress, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6, type Destination } from "../worker/protocol.ts";
 
-export const SOCKS_VERSION = 0x05;
+import { AuthMethod, Command, Reply, SOCKS_VERSION } from "../worker/socks5-numbers.ts";
 
-/** Authentication methods (RFC 1928 section 3). */
-export const AuthMethod = {
-  NoAuthentication: 0x00,
-  /** RFC 1929. */
-  UsernamePassword: 0x02,
-  NoAcceptableMethods: 0xff,
-} as const;
-export type AuthMethod = (typeof AuthMethod)[keyof typeof AuthMethod];
-
-/** Request commands (RFC 1928 section 4). */
-export const Command = {
-  Connect: 0x01,
-  Bind: 0x02,
-  UdpAssociate: 0x03,
-} as const;
-export type Command = (typeof Command)[keyof typeof Command];
-
-/** Reply codes (RFC 1928 section 6). */
-export const Reply = {
-  Succeeded: 0x00,
-  GeneralFailure: 0x01,
-  NotAllowedByRuleset: 0x02,
-  NetworkUnreachable: 0x03,
-  HostUnreachable: 0x04,
-  ConnectionRefused: 0x05,
-  TtlExpired: 0x06,
-  CommandNotSupported: 0x07,
-  AddressTypeNotSupported: 0x08,
-} as const;
-export type Reply = (typeof Reply)[keyof typeof Reply];
+export { AuthMethod, Command, Reply, SOCKS_VERSION };
 
 /** The SOCKS reply for each edge stream status: the one place that mapping lives. */
 export const REPLY_FOR_STATUS: Readonly<Record<StreamStatus, Reply>> = {
@@ -165,7 +136,9 @@ export function parseUserPass(input: Uint8Array): ParseResult<UserPass> {
   const passwordBytes = input[2 + nameBytes] ?? 0;
   const end = 3 + nameBytes + passwordBytes;
   if (input.byteLength < end) return "incomplete";
-  const decoder = new TextDecoder();
+  // ignoreBOM: a default TextDecoder drops a leading U+FEFF, so "\uFEFFalice" would log in as
+  // "alice" and a user configured with that name never could (found by test/unit/fuzz).
+  const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   return {
     value: { name: decoder.decode(input.subarray(2, 2 + nameBytes)), password: decoder.decode(input.subarray(3 + nameBytes, end)) },
     bytesUsed: end,
@@ -206,7 +179,10 @@ function decodeDomain(bytes: Uint8Array): string {
  * are, and refuse names no DNS could hold, before they ever reach the edge.
  */
 function domainDestination(host: string): Destination {
-  if (parseIPv4(host)) return { type: AddressType.IPv4, host, port: 0 };
+  // With its root dot, "10.0.0.1." is still that address to a resolver; as a name it would slip
+  // past every cidr rule, which matches addresses only (found by test/unit/fuzz).
+  const literal = host.endsWith(".") ? host.slice(0, -1) : host;
+  if (parseIPv4(literal)) return { type: AddressType.IPv4, host: literal, port: 0 };
   const ipv6 = parseIPv6(host);
   if (ipv6) return { type: AddressType.IPv6, host: formatIPv6(Uint8Array.from(ipv6)), port: 0 };
   if (!isPlausibleHostname(host)) throw new Socks5Error(Reply.HostUnreachable, `"${printable(host)}" is not a host name`);
