@@ -8,7 +8,7 @@ import type { AgentConfig } from "./config.ts";
 import { startDirectStream } from "./direct-stream.ts";
 import { missedPong } from "./edge-socket.ts";
 import { formatBytes, type Logger } from "./log.ts";
-import { STATUS_NAMES, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
+import { STATUS_NAMES, resetConnection, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
 import { sendOpen } from "./stream-open.ts";
 import type { TunnelPool } from "./tunnel-pool.ts";
 import { UploadSender } from "./upload-sender.ts";
@@ -278,8 +278,7 @@ export class AgentStream {
   #failOpen(status: StreamStatus, reason: string, level: "info" | "warn"): void {
     if (this.#phase !== "opening") return;
     if (this.#answered) {
-      if (this.#client.resetAndDestroy) this.#client.resetAndDestroy();
-      else this.#client.destroy(new Error(reason));
+      resetConnection(this.#client, reason);
       this.#closeEdge(CloseCode.Normal, "open failed");
       this.#finish(`${STATUS_NAMES[status]} after a 0-RTT answer, client reset: ${reason}`, level);
       return;
@@ -294,8 +293,7 @@ export class AgentStream {
   /** A mid-stream failure: the client gets a TCP reset, so it cannot mistake a cut for an end. */
   #resetClient(reason: string): void {
     if (this.#phase === "closed") return;
-    if (this.#client.resetAndDestroy) this.#client.resetAndDestroy();
-    else this.#client.destroy(new Error(reason));
+    resetConnection(this.#client, reason);
     this.#closeEdge(CloseCode.Normal, "stream reset");
     this.#finish(`reset: ${reason}`, "info");
   }

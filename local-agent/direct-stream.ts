@@ -5,7 +5,7 @@
 import { connect, type Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
 import { formatBytes, type Logger } from "./log.ts";
-import { STATUS_NAMES, type StreamRequest } from "./stream-request.ts";
+import { STATUS_NAMES, resetConnection, type StreamRequest } from "./stream-request.ts";
 import { StreamStatus, formatDestination } from "../worker/protocol.ts";
 
 /** The stream status for a failed connect(), by Node's error code. */
@@ -65,8 +65,7 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
     upstream.destroy();
     if (handoff?.answered) {
       // Told "connected" already: a reset is the only honest answer left.
-      if (client.resetAndDestroy) client.resetAndDestroy();
-      else client.destroy(new Error(reason));
+      resetConnection(client, reason);
       finish(`${STATUS_NAMES[status]} after a 0-RTT answer, client reset: ${reason}`);
       return;
     }
@@ -103,8 +102,7 @@ export function startDirectStream(request: StreamRequest, config: AgentConfig, l
       return;
     }
     // A break after the open: reset the client so it cannot mistake a cut for an end.
-    if (client.resetAndDestroy) client.resetAndDestroy();
-    else client.destroy(error);
+    resetConnection(client, `destination ${error.code ?? error.message}`);
     finish(`reset: destination ${error.code ?? error.message}`);
   });
   client.on("error", (error: NodeJS.ErrnoException) => log.debug(`${label} client socket: ${error.code ?? error.message}`));

@@ -9,7 +9,7 @@ import type { AgentConfig } from "./config.ts";
 import { openStream } from "./dialer.ts";
 import { endToEndHeaders, httpStatusForFailure, oneLine, type ProxyTarget } from "./http-proxy.ts";
 import type { Logger } from "./log.ts";
-import { STATUS_NAMES, type OpenAnswer } from "./stream-request.ts";
+import { STATUS_NAMES, resetConnection, type OpenAnswer } from "./stream-request.ts";
 import { StreamStatus } from "../worker/protocol.ts";
 
 /** Forwards `request` to `target` and answers `response` with the origin's reply, or 403/502/504. */
@@ -40,10 +40,15 @@ export function forwardRequest(request: IncomingMessage, response: ServerRespons
   if (request.headers["transfer-encoding"] !== undefined) headers["transfer-encoding"] = ["chunked"];
   const upstream = httpRequest({ createConnection: () => originSocket, method: request.method, path: target.path, headers, setHost: false });
 
+  // Mid-body, the client's connection is reset, never ended: an HTTP/1.0 client reads a body
+  // without a length to the connection's end, and would take a FIN for the whole of it.
+  const cutClientOff = (why: string) => {
+    log.debug(`${label} HTTP ${request.method ?? "?"} ${target.hostHeader}: client reset, ${why}`);
+    resetConnection(request.socket, why);
+  };
   const answerFailure = (status: StreamStatus, reason: string) => {
     if (response.headersSent) {
-      // Mid-body: cut the client off so it cannot take a truncated body for a whole one.
-      response.destroy();
+      cutClientOff(`${STATUS_NAMES[status]} mid-answer: ${reason}`);
       return;
     }
     const body = `${STATUS_NAMES[status]}: ${oneLine(reason)}\n`;
@@ -57,10 +62,11 @@ export function forwardRequest(request: IncomingMessage, response: ServerRespons
   upstream.on("response", (originResponse) => {
     response.writeHead(originResponse.statusCode ?? 502, originResponse.statusMessage, endToEndHeaders(originResponse.headersDistinct));
     originResponse.pipe(response);
-    originResponse.on("error", () => response.destroy());
-    // The origin (or the route) broke off mid-body: pass the cut on rather than end cleanly.
+    originResponse.on("error", (error: NodeJS.ErrnoException) => cutClientOff(`origin answer broke off (${error.code ?? error.message})`));
+    // The origin (or the route) broke off mid-body, with a reset or a FIN short of the length it
+    // promised: pass the cut on as a reset.
     originResponse.on("close", () => {
-      if (!originResponse.complete) response.destroy();
+      if (!originResponse.complete) cutClientOff("origin answer ended before its body did");
     });
   });
   upstream.on("error", (error: NodeJS.ErrnoException) => {

@@ -8,6 +8,7 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { AgentConfig } from "./config.ts";
 import { openStream } from "./dialer.ts";
+import { parseRequestFraming } from "./http-framing.ts";
 import { forwardRequest } from "./http-forward.ts";
 import {
   HttpProxyError,
@@ -21,7 +22,7 @@ import {
 } from "./http-proxy.ts";
 import type { Logger } from "./log.ts";
 import { PAC_CONTENT_TYPE, PAC_PATH, generatePac, pacProxyAddress } from "./pac.ts";
-import { STATUS_NAMES, type OpenAnswer } from "./stream-request.ts";
+import { STATUS_NAMES, resetConnection, type OpenAnswer } from "./stream-request.ts";
 import { checkCredentials } from "./users.ts";
 
 export type HttpFront = {
@@ -41,6 +42,9 @@ const HEADERS_CHECK_INTERVAL_MS = 1_000;
 const MAX_HEADER_BYTES = 16 * 1024;
 
 const PROXY_AUTHENTICATE = { "Proxy-Authenticate": `Basic realm="${PROXY_REALM}"` };
+
+/** llhttp's codes for a body whose length cannot be known (RFC 9112 section 6.3). */
+const FRAMING_ERROR_CODES = new Set(["HPE_INVALID_TRANSFER_ENCODING", "HPE_UNEXPECTED_CONTENT_LENGTH", "HPE_INVALID_CONTENT_LENGTH"]);
 
 /** CONNECT: "200 Connection established" on success, then the tunnel; a short closing answer on failure. */
 const CONNECT_ANSWER: OpenAnswer = {
@@ -70,16 +74,62 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
   // server never listens, since the agent's listener hands it its sockets, so start it the same way.
   server.emit("listening");
 
+  /** Connections answered with a refusal that closes them: a parse error llhttp raises after it must not cut the answer off. */
+  const closingAfterAnswer = new WeakSet<Duplex>();
+  /** The request with a Transfer-Encoding each connection holds for a turn, and how to refuse it instead. */
+  const awaitingParser = new WeakMap<Duplex, { refuse: (message: string) => void }>();
+
   server.on("request", (request: IncomingMessage, response: ServerResponse) => {
-    const label = labelOf(request.socket);
+    const socket = request.socket;
+    // Pipelined behind a request refused for its framing: where it starts was a guess, and the
+    // connection closes once that refusal is written.
+    if (closingAfterAnswer.has(socket)) return;
+    const label = labelOf(socket);
     const method = request.method ?? "?";
-    const target = request.url ?? "";
     const refuse = (statusCode: number, message: string, headers: Record<string, string> = {}) => {
       log.info(`${label} HTTP ${method} refused ${statusCode}: ${message}`);
       const body = `${oneLine(message)}\n`;
       response.writeHead(statusCode, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(body), ...headers });
       response.end(body);
     };
+    // Where this request's body ends is unknown, so nothing after it on the connection can be read.
+    const refuseAndClose = (statusCode: number, message: string) => {
+      closingAfterAnswer.add(socket);
+      refuse(statusCode, message, { Connection: "close" });
+    };
+    try {
+      parseRequestFraming({ method, httpVersion: request.httpVersion, headers: request.headersDistinct });
+    } catch (error) {
+      if (!(error instanceof HttpProxyError)) throw error;
+      refuseAndClose(error.statusCode, error.message);
+      return;
+    }
+    if (request.headers["transfer-encoding"] === undefined) {
+      serveRequest(request, response, refuse);
+      return;
+    }
+    // llhttp reads some spellings of chunked differently from the value node:http hands over
+    // ("chunked" and a tab is not chunked to it) and raises that error after this event, in the
+    // same read: hold the request one turn, so that error is answered before any route opens.
+    let refused = false;
+    const held = {
+      refuse: (message: string) => {
+        refused = true;
+        refuseAndClose(400, message);
+      },
+    };
+    awaitingParser.set(socket, held);
+    setImmediate(() => {
+      if (awaitingParser.get(socket) === held) awaitingParser.delete(socket);
+      if (!refused && !socket.destroyed) serveRequest(request, response, refuse);
+    });
+  });
+
+  /** Serves one request whose framing is sound: the PAC file, or a forward to its origin. */
+  const serveRequest = (request: IncomingMessage, response: ServerResponse, refuse: (statusCode: number, message: string, headers?: Record<string, string>) => void) => {
+    const label = labelOf(request.socket);
+    const method = request.method ?? "?";
+    const target = request.url ?? "";
     if (target.startsWith("/")) {
       // Origin form: a request to the agent itself, not one to forward.
       if ((method === "GET" || method === "HEAD") && target.split("?")[0] === PAC_PATH) {
@@ -102,7 +152,7 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
       return;
     }
     forwardRequest(request, response, parsed, label, config, log);
-  });
+  };
 
   server.on("connect", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const label = labelOf(socket);
@@ -110,6 +160,13 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
       log.info(`${label} HTTP CONNECT refused ${statusCode}: ${message}`);
       socket.end(encodeClosingResponse(statusCode, message, headers));
     };
+    try {
+      parseRequestFraming({ method: "CONNECT", httpVersion: request.httpVersion, headers: request.headersDistinct });
+    } catch (error) {
+      if (!(error instanceof HttpProxyError)) throw error;
+      refuse(error.statusCode, error.message);
+      return;
+    }
     if (!authorized(request.headers["proxy-authorization"])) {
       refuse(407, "proxy credentials missing or wrong", PROXY_AUTHENTICATE);
       return;
@@ -129,11 +186,24 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
 
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
     const label = labelOf(socket);
-    // A response already under way cannot be followed by a second status line: just close.
+    const held = awaitingParser.get(socket);
+    if (held && error.code !== "ECONNRESET" && socket.writable) {
+      // The request llhttp emitted before it found the error: answer it in place of any route.
+      awaitingParser.delete(socket);
+      held.refuse(parseErrorMessage(error));
+      return;
+    }
+    if (closingAfterAnswer.has(socket)) {
+      log.debug(`${label} HTTP connection after its refusal: ${error.code ?? error.message}`);
+      return;
+    }
+    // A response already under way cannot be followed by a second status line: cut it off with
+    // a reset, so that a client reading to the connection's end does not take it for whole.
     const inFlight = (socket as Duplex & { _httpMessage?: unknown })._httpMessage;
     if (error.code === "ECONNRESET" || !socket.writable || inFlight) {
       log.debug(`${label} HTTP connection: ${error.code ?? error.message}`);
-      socket.destroy();
+      if (inFlight) resetConnection(socket, error.code ?? error.message);
+      else socket.destroy();
       return;
     }
     const statusCode = error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
@@ -142,7 +212,7 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
         ? `request head is larger than ${MAX_HEADER_BYTES} bytes`
         : statusCode === 408
           ? `request head not received within ${config.handshakeTimeoutMs} ms`
-          : `malformed HTTP request (${error.code ?? error.message})`;
+          : parseErrorMessage(error);
     log.info(`${label} HTTP refused ${statusCode}: ${message}`);
     socket.end(encodeClosingResponse(statusCode, message));
   });
@@ -164,6 +234,15 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
       server.closeIdleConnections();
     },
   };
+}
+
+/** What a client is told about a request head llhttp refused: its reason, for the framing errors (RFC 9112 section 6.3). */
+function parseErrorMessage(error: NodeJS.ErrnoException & { reason?: unknown }): string {
+  const code = error.code ?? error.message;
+  if (error.code !== undefined && FRAMING_ERROR_CODES.has(error.code) && typeof error.reason === "string") {
+    return `the body's length cannot be known: ${error.reason.replaceAll("`", "")} (${code}, RFC 9112 section 6.3)`;
+  }
+  return `malformed HTTP request (${code})`;
 }
 
 /** Answers GET /proxy.pac with a script naming the address the client reached the agent on. */

@@ -40,9 +40,13 @@ export function parseAuthority(text: string, defaultPort?: number): Destination 
     if (!bytes) throw new HttpProxyError(400, `"[${printable(host)}]" is not an IPv6 address`);
     return { type: AddressType.IPv6, host: formatIPv6(Uint8Array.from(bytes)), port };
   }
-  if (parseIPv4(host)) return { type: AddressType.IPv4, host, port };
   const name = host.replace(/\.$/, "");
-  if (name === "" || Buffer.byteLength(name) > MAX_HOST_NAME_BYTES || !isPlausibleHostname(name)) {
+  // The root dot stripped first: "10.0.0.1." as a name would slip past every cidr rule, which
+  // matches addresses only (found by test/unit/fuzz).
+  if (parseIPv4(name)) return { type: AddressType.IPv4, host: name, port };
+  // A dot still at the end was an empty label ("10.0.0.1..", "a.."), not a root dot: refused,
+  // or "10.0.0.1.." would become the name "10.0.0.1." (found by test/unit/fuzz).
+  if (name === "" || name.endsWith(".") || Buffer.byteLength(name) > MAX_HOST_NAME_BYTES || !isPlausibleHostname(name)) {
     throw new HttpProxyError(400, `"${printable(host)}" is not a host name`);
   }
   return { type: AddressType.Domain, host: name, port };
@@ -131,7 +135,9 @@ const REASON_PHRASES: Readonly<Record<number, string>> = {
   407: "Proxy Authentication Required",
   408: "Request Timeout",
   431: "Request Header Fields Too Large",
+  501: "Not Implemented",
   502: "Bad Gateway",
+  503: "Service Unavailable",
   504: "Gateway Timeout",
 };
 

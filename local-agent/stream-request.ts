@@ -11,6 +11,16 @@ import type { Destination, StreamStatus } from "../worker/protocol.ts";
  */
 export type ClientConnection = Duplex & { resetAndDestroy?: () => unknown };
 
+/**
+ * Ends `client` so that it cannot take a cut for an end: a TCP reset for a socket (Node's
+ * destroy() sends FIN when nothing is left to write), an error for a pair half, which the HTTP
+ * forward passes on to its own client as a reset.
+ */
+export function resetConnection(client: ClientConnection, reason: string): void {
+  if (client.resetAndDestroy) client.resetAndDestroy();
+  else client.destroy(new Error(reason));
+}
+
 /** How a front door answers its client once the outcome of the open is known. */
 export type OpenAnswer = {
   /** Bytes to write when the destination is open (a SOCKS success reply, "200 Connection established"). */
