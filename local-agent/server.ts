@@ -2,6 +2,7 @@
 // drains them: open transfers get a deadline to finish, and whatever is left is reset.
 
 import { createServer, type AddressInfo, type Socket } from "node:net";
+import { OverCapacity } from "./capacity.ts";
 import type { AgentConfig } from "./config.ts";
 import { startTunnelPool } from "./dialer.ts";
 import type { Logger } from "./log.ts";
@@ -33,8 +34,15 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
   const clients = new Set<Socket>();
   const http = createHttpFront(config, log);
   let onClientGone = () => {};
+  const overCapacity = new OverCapacity(config, log);
   // allowHalfOpen: a client's FIN ends only its direction; the answer still flows back.
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, (client) => {
+    // --max-connections: past it a client is refused in its own protocol (capacity.ts), never
+    // dropped unanswered as server.maxConnections would; refusals are logged once per interval.
+    if (clients.size >= config.maxConnections) {
+      overCapacity.refuse(client);
+      return;
+    }
     clients.add(client);
     // 'close' as well as the session's own callback: a session that hands its socket on (a
     // stream's end, an HTTP keep-alive) may call back before the socket is really gone.
@@ -44,8 +52,6 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     client.once("close", gone);
     serveClient(client, config, log, http, gone);
   });
-  server.maxConnections = config.maxConnections;
-  server.on("drop", (info) => log.warn(`refused ${info?.remoteAddress ?? "?"}: --max-connections ${config.maxConnections} reached`));
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error: NodeJS.ErrnoException) => {
       const why = error.code === "EADDRINUSE" ? "the address is in use" : (error.code ?? error.message);
@@ -67,6 +73,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
       drain ??= new Promise<DrainResult>((resolve) => {
         const openAtStart = clients.size;
         server.close();
+        // Refusals in progress end now (reset), and the count not yet logged is written.
+        overCapacity.close();
         // No new spares: a stream that still opens during the drain takes a tunnel of its own.
         pool.close();
         http.close();
