@@ -88,7 +88,8 @@ Options:
                              --user and the config file's users; a name given twice is an error
   --token-file PATH          read the token from PATH instead of EDGESOCKS_TOKEN
   --window-bytes N           receive window per stream, ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${LIMITS.windowBytes.fallback})
-  --handshake-timeout-ms N   time a client has for the SOCKS handshake (default ${DEFAULTS.handshakeTimeoutMs})
+  --handshake-timeout-ms N   time from accept a client has to finish its handshake: SOCKS,
+                             or its first HTTP request head (default ${DEFAULTS.handshakeTimeoutMs})
   --open-timeout-ms N        time the edge has to open a connection (default ${DEFAULTS.openTimeoutMs})
   --ping-interval-ms N       WebSocket keepalive interval (default ${DEFAULTS.pingIntervalMs})
   --max-connections N        client connections served at once (default ${DEFAULTS.maxConnections})

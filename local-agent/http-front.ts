@@ -10,6 +10,7 @@ import type { AgentConfig } from "./config.ts";
 import { openStream } from "./dialer.ts";
 import { parseRequestFraming } from "./http-framing.ts";
 import { forwardRequest } from "./http-forward.ts";
+import type { HandshakeDeadline } from "./handshake-deadline.ts";
 import {
   HttpProxyError,
   PROXY_REALM,
@@ -26,8 +27,11 @@ import { STATUS_NAMES, resetConnection, type OpenAnswer } from "./stream-request
 import { checkCredentials } from "./users.ts";
 
 export type HttpFront = {
-  /** Serves one client whose first bytes (`firstChunk`) look like HTTP, until it closes. */
-  serve(client: Socket, firstChunk: Buffer, label: string, onClosed: () => void): void;
+  /**
+   * Serves one client whose first bytes (`firstChunk`) look like HTTP, until it closes; its first
+   * request head must be complete by `deadline` (armed at accept), or it is answered 408.
+   */
+  serve(client: Socket, firstChunk: Buffer, label: string, deadline: HandshakeDeadline, onClosed: () => void): void;
   /** Stops serving: closes idle keep-alive connections. */
   close(): void;
   /** Closes keep-alive connections waiting for their next request (a drain calls it until the end). */
@@ -63,6 +67,8 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
   };
 
   const server = createServer({
+    // Node counts this from a request's first byte and checks it once per interval, so it bounds
+    // only the heads after the first: the first is bounded from accept by the front door's deadline.
     headersTimeout: config.handshakeTimeoutMs,
     // No whole-request deadline: a forwarded upload may rightly take longer than any handshake.
     requestTimeout: 0,
@@ -78,9 +84,17 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
   const closingAfterAnswer = new WeakSet<Duplex>();
   /** The request with a Transfer-Encoding each connection holds for a turn, and how to refuse it instead. */
   const awaitingParser = new WeakMap<Duplex, { refuse: (message: string) => void }>();
+  /** The deadline of each connection whose first request head is not complete yet. */
+  const handshakes = new WeakMap<Duplex, HandshakeDeadline>();
+  /** The first request head is in (or the connection was answered): the deadline is over. */
+  const endHandshake = (socket: Duplex) => {
+    handshakes.get(socket)?.clear();
+    handshakes.delete(socket);
+  };
 
   server.on("request", (request: IncomingMessage, response: ServerResponse) => {
     const socket = request.socket;
+    endHandshake(socket);
     // Pipelined behind a request refused for its framing: where it starts was a guess, and the
     // connection closes once that refusal is written.
     if (closingAfterAnswer.has(socket)) return;
@@ -155,10 +169,13 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
   };
 
   server.on("connect", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    endHandshake(socket);
+    // Its head completed as the deadline's 408 was being written: that answer stands.
+    if (closingAfterAnswer.has(socket)) return;
     const label = labelOf(socket);
     const refuse = (statusCode: number, message: string, headers: Record<string, string> = {}) => {
       log.info(`${label} HTTP CONNECT refused ${statusCode}: ${message}`);
-      socket.end(encodeClosingResponse(statusCode, message, headers));
+      answerAndClose(socket, encodeClosingResponse(statusCode, message, headers));
     };
     try {
       parseRequestFraming({ method: "CONNECT", httpVersion: request.httpVersion, headers: request.headersDistinct });
@@ -185,6 +202,7 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
   });
 
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    endHandshake(socket);
     const label = labelOf(socket);
     const held = awaitingParser.get(socket);
     if (held && error.code !== "ECONNRESET" && socket.writable) {
@@ -214,13 +232,31 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
           ? `request head not received within ${config.handshakeTimeoutMs} ms`
           : parseErrorMessage(error);
     log.info(`${label} HTTP refused ${statusCode}: ${message}`);
-    socket.end(encodeClosingResponse(statusCode, message));
+    answerAndClose(socket, encodeClosingResponse(statusCode, message));
   });
 
+  // The listener is half-open (allowHalfOpen), so end() alone would keep the connection, and
+  // its --max-connections slot, for as long as a client that ignores the FIN keeps sending.
+  const answerAndClose = (socket: Duplex, answer: Buffer) => {
+    closingAfterAnswer.add(socket);
+    socket.end(answer, () => socket.destroy());
+  };
+
   return {
-    serve(client, firstChunk, label, onClosed) {
+    serve(client, firstChunk, label, deadline, onClosed) {
       labels.set(client, label);
       client.once("close", () => onClosed());
+      handshakes.set(client, deadline);
+      deadline.onExpiry(() => {
+        handshakes.delete(client);
+        if (!client.writable) {
+          client.destroy();
+          return;
+        }
+        const message = `request head not received within ${deadline.timeoutMs} ms`;
+        log.info(`${label} HTTP refused 408: ${message}`);
+        answerAndClose(client, encodeClosingResponse(408, message));
+      });
       // Put the sniffed bytes back and let the HTTP server read the socket from the start.
       client.pause();
       client.unshift(firstChunk);

@@ -5,6 +5,7 @@
 import type { Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
 import { openStream } from "./dialer.ts";
+import type { HandshakeDeadline } from "./handshake-deadline.ts";
 import type { Logger } from "./log.ts";
 import {
   AuthMethod,
@@ -34,13 +35,24 @@ const SOCKS5_ANSWER: OpenAnswer = {
 
 type Phase = "greeting" | "authentication" | "request" | "handed-off" | "closed";
 
-/** Serves one client whose first byte was 5; `firstChunk` holds the bytes read so far. */
-export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: string, config: AgentConfig, log: Logger, onClosed: () => void): void {
+/**
+ * Serves one client whose first byte was 5; `firstChunk` holds the bytes read so far, and
+ * `deadline` (armed at accept) bounds the whole handshake until the hand-off.
+ */
+export function serveSocks5Client(
+  client: Socket,
+  firstChunk: Buffer,
+  label: string,
+  deadline: HandshakeDeadline,
+  config: AgentConfig,
+  log: Logger,
+  onClosed: () => void,
+): void {
   let phase: Phase = "greeting";
   let buffered: Buffer = firstChunk;
   let userLabel = label;
   const detach = () => {
-    clearTimeout(timer);
+    deadline.clear();
     client.off("data", onData);
     client.off("end", onEnd);
     client.off("close", closeOnce);
@@ -61,11 +73,12 @@ export function serveSocks5Client(client: Socket, firstChunk: Buffer, label: str
     else answerAndClose(encodeReply(reply));
     closeOnce();
   };
-  const timer = setTimeout(() => {
-    log.info(`${userLabel} handshake timed out after ${config.handshakeTimeoutMs} ms`);
+  // RFC 1928 has no reply for a client too slow to finish its own message, so none is sent.
+  deadline.onExpiry(() => {
+    log.info(`${userLabel} SOCKS5 handshake not finished within ${deadline.timeoutMs} ms of connecting`);
     client.destroy();
     closeOnce();
-  }, config.handshakeTimeoutMs);
+  });
 
   const handOff = (start: () => void) => {
     phase = "handed-off";

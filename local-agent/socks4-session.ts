@@ -4,6 +4,7 @@
 import type { Socket } from "node:net";
 import type { AgentConfig } from "./config.ts";
 import { openStream } from "./dialer.ts";
+import type { HandshakeDeadline } from "./handshake-deadline.ts";
 import type { Logger } from "./log.ts";
 import { MAX_SOCKS4_REQUEST_BYTES, Socks4Command, Socks4Error, Socks4Reply, encodeSocks4Reply, parseSocks4Request } from "./socks4.ts";
 import type { OpenAnswer } from "./stream-request.ts";
@@ -14,14 +15,25 @@ const SOCKS4_ANSWER: OpenAnswer = {
   failed: () => encodeSocks4Reply(Socks4Reply.RejectedOrFailed),
 };
 
-/** Serves one client whose first byte was 4; `firstChunk` holds the bytes read so far. */
-export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: string, config: AgentConfig, log: Logger, onClosed: () => void): void {
+/**
+ * Serves one client whose first byte was 4; `firstChunk` holds the bytes read so far, and
+ * `deadline` (armed at accept) bounds the request until the hand-off.
+ */
+export function serveSocks4Client(
+  client: Socket,
+  firstChunk: Buffer,
+  label: string,
+  deadline: HandshakeDeadline,
+  config: AgentConfig,
+  log: Logger,
+  onClosed: () => void,
+): void {
   let done = false;
   let buffered = firstChunk;
   const stop = () => {
     if (done) return;
     done = true;
-    clearTimeout(timer);
+    deadline.clear();
     client.off("data", onData);
     client.off("end", onEnd);
     client.off("close", onClose);
@@ -34,7 +46,8 @@ export function serveSocks4Client(client: Socket, firstChunk: Buffer, label: str
     else client.end(encodeSocks4Reply(reply), () => client.destroy());
     onClosed();
   };
-  const timer = setTimeout(() => refuse(undefined, `timed out after ${config.handshakeTimeoutMs} ms`), config.handshakeTimeoutMs);
+  // 0x5B would claim the request was read and refused; it was never finished, so no reply.
+  deadline.onExpiry(() => refuse(undefined, `not finished within ${deadline.timeoutMs} ms of connecting`));
 
   const advance = () => {
     let request;
