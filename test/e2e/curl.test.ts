@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
+import { startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
+import { AddressType } from "../../worker/protocol.ts";
 
 const MIB = 1024 * 1024;
 
@@ -34,9 +36,12 @@ let agent: RunningAgent;
 let origin: HttpOrigin;
 let originV6: HttpOrigin;
 let proxy: string;
+/** Between agent and edge: what the agent put on the wire. */
+let recorder: UpgradeRecorder;
 
 beforeAll(async () => {
-  agent = await startAgent(inject("edgeUrl"), inject("edgeToken"));
+  recorder = await startUpgradeRecorder(Number(new URL(inject("edgeUrl")).port));
+  agent = await startAgent(`http://127.0.0.1:${recorder.port}`, inject("edgeToken"));
   origin = await startHttpOrigin();
   originV6 = await startHttpOrigin("::1");
   proxy = `socks5h://127.0.0.1:${agent.port}`;
@@ -45,6 +50,7 @@ afterAll(async () => {
   await agent?.stop();
   await origin?.close();
   await originV6?.close();
+  await recorder?.close();
 });
 
 describe("curl --socks5-hostname through agent and edge", () => {
@@ -74,11 +80,16 @@ describe("curl --socks5-hostname through agent and edge", () => {
   });
 
   it("resolves a domain name at the edge (localhost), not in the agent", async () => {
+    const before = recorder.opens().length;
     const result = await curl(["--proxy", proxy, `http://localhost:${origin.port}/data.json`]);
     expect(result.exitCode).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual({ answer: 42 });
-    // The agent logged the name as it received it: it never turned it into an address itself.
+    // The agent logged the name as it received it from curl...
     await agent.waitForLog(new RegExp(`-> localhost:${origin.port} .* ok$`));
+    // ...and the OPEN it sent the edge names it too: an address type of name, not an address
+    // the agent resolved. (On a warm tunnel it is a frame; on a cold one, the upgrade's header.)
+    const opens = (await recorder.waitForOpens(before + 1)).slice(before);
+    expect(opens.map((open) => open.destination)).toEqual([{ type: AddressType.Domain, host: "localhost", port: origin.port }]);
   });
 
   it("reaches an IPv6 destination ([::1])", async () => {

@@ -90,9 +90,18 @@ describe("the warm pool", () => {
 
   it("with --pool-size 0 opens no tunnel until a client asks", async () => {
     const before = recorder.heads().length;
-    await agentWith(["--pool-size", "0"]);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(recorder.heads().length).toBe(before);
+    const agent = await agentWith(["--pool-size", "0"]);
+    // No quiet period: a pool opens its spares at start, before the agent prints the line
+    // startAgent waits for (server.ts starts the pool, then cli.ts prints), so a spare's upgrade
+    // would leave before this client connects; by the time the client's own cold tunnel has
+    // carried a whole echo, that earlier upgrade would have reached the recorder too.
+    const socket = await socksConnect(agent.port, "127.0.0.1", echoOrigin.port);
+    socket.end("cold hello");
+    expect((await readAll(socket)).toString()).toBe("cold hello");
+    const heads = (await recorder.waitForHeads(before + 1)).slice(before);
+    expect(heads).toHaveLength(1);
+    expect(headerValue(heads[0] ?? "", POOLED_HEADER)).toBeUndefined();
+    expect(decodeHeaderOpen(headerValue(heads[0] ?? "", OPEN_HEADER) ?? "").destination.port).toBe(echoOrigin.port);
   });
 });
 

@@ -51,10 +51,15 @@ async function open(destination: Destination, config: AgentConfig, earlyBytes = 
       createLogger("debug", (line) => outcome.log.push(line)),
     );
   });
+  // The client's 'close' is the last event a route listens to (the destination's error and the
+  // open timer are settled by the time the client has its answer): a second onClosed would come
+  // from it at the latest. A client that got its answer hangs up, as a real one does; this
+  // listener, added after the route's, runs after it.
+  const clientClosed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   drive(peer);
   await Promise.all([closed, peerDone]);
-  // A second onClosed would come from a later event; give those a turn before counting.
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  client.destroy();
+  await clientClosed;
   return outcome;
 }
 

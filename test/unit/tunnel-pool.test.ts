@@ -1,11 +1,17 @@
 // The warm pool (local-agent/tunnel-pool.ts) against a loopback WebSocket server standing in for
-// the edge: it fills, replaces what is taken, renews idle spares, backs off from an edge that
-// refuses or drops them, and closes everything on close(). Timings are shortened, not faked:
-// the sockets are real.
+// the edge: it fills, replaces what is taken, renews idle spares, drops a spare that misses a
+// pong, skips a dead spare when one is taken, backs off from an edge that refuses or drops
+// spares (doubling up to its cap), and closes everything on close().
+//
+// The sockets are real; the clock is not. The pool is driven by timers (retire, retry, keepalive
+// ping), so each test fakes setTimeout/setInterval/Date and moves time itself: a retry that comes
+// 1 ms early or a storm of opens shows up as a count, not as a race against a sleep. I/O still
+// runs on the real event loop, and the tests wait for it with events and conditions
+// (`until`, polling on real timers captured before any faking).
 
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import net, { type AddressInfo, type Socket } from "node:net";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { parseAgentCommand } from "../../local-agent/config.ts";
 import { createLogger } from "../../local-agent/log.ts";
@@ -14,6 +20,17 @@ import { POOLED_HEADER, SUBPROTOCOL, SUBPROTOCOLS } from "../../worker/protocol.
 
 const TOKEN = "pool-test-token-0123456789";
 const FAST: PoolTimings = { maxIdleMs: 60_000, firstRetryMs: 100, maxRetryMs: 400, minHealthyLifetimeMs: 1_000 };
+/** The keepalive interval of the ping tests; longer than minHealthyLifetimeMs, so a spare dropped after two is no failure. */
+const PING_INTERVAL_MS = 1_000;
+/**
+ * The keepalive interval of every other test: the largest the agent accepts, so no ping fires
+ * while a test moves the clock in one synchronous step (a spare gets no chance to answer then).
+ */
+const NO_PING_MS = 600_000;
+
+// Captured before any test fakes them: the waits below run on the real clock.
+const realSetTimeout = globalThis.setTimeout;
+const realNow = () => performance.now();
 
 /** What the stand-in edge does with each upgrade. */
 type EdgeMode = "accept" | "refuse" | "drop";
@@ -23,15 +40,34 @@ type FakeEdge = {
   mode: EdgeMode;
   /** Request heads of every upgrade, in order. */
   upgrades: IncomingMessage[];
-  /** Close code and reason of every accepted socket the agent closed. */
-  closes: { code: number; reason: string }[];
+  /** The edge's end of every accepted tunnel, in order of acceptance. */
+  tunnels: WebSocket[];
+  /** Close code and reason of every accepted tunnel once it closed, by its index in `tunnels`. */
+  closes: Map<number, { code: number; reason: string }>;
+  /** Pings each accepted tunnel has received from the agent, by index. */
+  pings: Map<number, number>;
+  /** Indexes of tunnels whose pings the edge does not answer. */
+  unanswered: Set<number>;
+  /** Index of every tunnel that received a message, in order. */
+  messagesOn: number[];
   close(): Promise<void>;
 };
 
 async function startFakeEdge(mode: EdgeMode): Promise<FakeEdge> {
-  const wss = new WebSocketServer({ noServer: true, handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false) });
+  // Pongs are the edge's to give or withhold (autoPong off), as a hung Worker withholds them.
+  const wss = new WebSocketServer({ noServer: true, autoPong: false, handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false) });
   const sockets = new Set<Socket>();
-  const edge: FakeEdge = { port: 0, mode, upgrades: [], closes: [], close: async () => {} };
+  const edge: FakeEdge = {
+    port: 0,
+    mode,
+    upgrades: [],
+    tunnels: [],
+    closes: new Map(),
+    pings: new Map(),
+    unanswered: new Set(),
+    messagesOn: [],
+    close: async () => {},
+  };
   const server: Server = createServer((_, response) => response.writeHead(404).end());
   server.on("connection", (socket) => sockets.add(socket));
   server.on("upgrade", (request, socket, head) => {
@@ -45,7 +81,13 @@ async function startFakeEdge(mode: EdgeMode): Promise<FakeEdge> {
         ws.close(1000, "");
         return;
       }
-      ws.on("close", (code, reason) => edge.closes.push({ code, reason: reason.toString() }));
+      const index = edge.tunnels.push(ws) - 1;
+      ws.on("close", (code, reason) => edge.closes.set(index, { code, reason: reason.toString() }));
+      ws.on("message", () => edge.messagesOn.push(index));
+      ws.on("ping", (data) => {
+        edge.pings.set(index, (edge.pings.get(index) ?? 0) + 1);
+        if (!edge.unanswered.has(index)) ws.pong(data);
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -59,35 +101,76 @@ async function startFakeEdge(mode: EdgeMode): Promise<FakeEdge> {
   return edge;
 }
 
+/**
+ * Resolves once the agent has read every pong the edge sent on tunnel `index` so far: the edge
+ * pings, and the agent answers a ping only after the frames ahead of it on the same connection.
+ */
+function agentReadPongs(edge: FakeEdge, index: number): Promise<void> {
+  const tunnel = edge.tunnels[index];
+  if (!tunnel) throw new Error(`no tunnel ${index}`);
+  return new Promise((resolve) => {
+    tunnel.once("pong", () => resolve());
+    tunnel.ping();
+  });
+}
+
+/**
+ * The fake-clock time, from now, of every connection the pool dials to `port`, seen where `ws` makes it
+ * (net.connect, called synchronously from the pool's timer or take()): the moment of each attempt,
+ * with no network delay to wait out before counting it.
+ */
+function recordDials(port: number): number[] {
+  const dials: number[] = [];
+  const startMs = Date.now();
+  const original = net.connect;
+  vi.spyOn(net, "connect").mockImplementation(((...args: unknown[]) => {
+    const options = args[0];
+    if (typeof options === "object" && options !== null && Number((options as { port?: unknown }).port) === port) dials.push(Date.now() - startMs);
+    return Reflect.apply(original, net, args) as Socket;
+  }) as typeof net.connect);
+  return dials;
+}
+
 const cleanups: (() => unknown)[] = [];
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+});
 afterEach(async () => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function poolFor(edge: FakeEdge, poolSize: number, timings: PoolTimings = FAST): { pool: TunnelPool; log: string[] } {
-  const command = parseAgentCommand(["--edge", `http://127.0.0.1:${edge.port}`, "--pool-size", String(poolSize)], { EDGESOCKS_TOKEN: TOKEN });
+function poolFor(edge: FakeEdge, poolSize: number, timings?: PoolTimings, pingIntervalMs = NO_PING_MS): { pool: TunnelPool; log: string[] } {
+  const command = parseAgentCommand(
+    ["--edge", `http://127.0.0.1:${edge.port}`, "--pool-size", String(poolSize), "--ping-interval-ms", String(pingIntervalMs)],
+    { EDGESOCKS_TOKEN: TOKEN },
+  );
   if (command.kind !== "run") throw new Error("expected a run command");
   const log: string[] = [];
+  // `timings` undefined: the pool's own defaults, the numbers its documentation promises.
   const pool = new TunnelPool(command.config, createLogger("debug", (line) => log.push(line.trim())), timings);
   cleanups.push(() => pool.close());
   return { pool, log };
 }
 
-async function until(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+/** Waits (on the real clock) until `condition` holds: for I/O, which the fake clock does not drive. */
+async function until(condition: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
+  const deadline = realNow() + timeoutMs;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    if (realNow() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => realSetTimeout(resolve, 5));
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const failureLines = (log: string[]) => log.filter((line) => line.includes("warm pool: cannot open a spare tunnel"));
 
 describe("TunnelPool", () => {
-  it("opens pool-size spares marked pooled and authenticated, and replaces one that is taken", async () => {
+  it("opens pool-size spares marked pooled and authenticated, and replaces one that is taken, and only that one", async () => {
     const edge = await startFakeEdge("accept");
     cleanups.push(() => edge.close());
-    const { pool, log } = poolFor(edge, 2);
+    const dials = recordDials(edge.port);
+    const { pool, log } = poolFor(edge, 2, FAST);
     expect(pool.take()).toBeUndefined(); // nothing is ready yet
     pool.start();
     await until(() => pool.readyCount === 2, "two spares");
@@ -97,37 +180,56 @@ describe("TunnelPool", () => {
       expect(request.headers["sec-websocket-protocol"]).toBe(SUBPROTOCOLS.join(","));
     }
     expect(log.some((line) => line.includes("warm pool: 2 of 2 spares ready"))).toBe(true);
+    // The take() above, with nothing ready, dialled nothing of its own beyond the pool size.
+    expect(dials).toHaveLength(2);
     const taken = pool.take();
     expect(taken?.readyState).toBe(WebSocket.OPEN);
     cleanups.push(() => taken?.terminate());
-    await until(() => pool.readyCount === 2 && edge.upgrades.length === 3, "the replacement");
-    await sleep(200);
-    expect(edge.upgrades).toHaveLength(3); // bounded: no more than the one replacement
+    expect(dials).toHaveLength(3); // the replacement, dialled by take() itself
+    await until(() => pool.readyCount === 2, "the replacement");
+    // Bounded: the replacement's open dialled nothing more, and neither does any timer short of
+    // the first renewal.
+    vi.advanceTimersByTime(FAST.maxIdleMs - 1);
+    expect(dials).toHaveLength(3);
+    expect(edge.upgrades).toHaveLength(3);
   });
 
-  it("renews a spare that stays unused for maxIdleMs, closing it with 1000", async () => {
+  it("renews a spare that stays unused for maxIdleMs, closing it with 1000, not a millisecond sooner", async () => {
     const edge = await startFakeEdge("accept");
     cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
     const { pool } = poolFor(edge, 1, { ...FAST, maxIdleMs: 300 });
     pool.start();
-    await until(() => edge.closes.length >= 1 && pool.readyCount === 1 && edge.upgrades.length >= 2, "a renewal");
-    expect(edge.closes[0]).toEqual({ code: 1000, reason: "renewed" });
+    await until(() => pool.readyCount === 1, "a spare");
+    vi.advanceTimersByTime(299);
+    expect(dials).toHaveLength(1);
+    vi.advanceTimersByTime(1);
+    expect(dials).toEqual([0, 300]);
+    await until(() => edge.closes.has(0) && pool.readyCount === 1, "a renewal");
+    expect(edge.closes.get(0)).toEqual({ code: 1000, reason: "renewed" });
   });
 
-  it("backs off from an edge that refuses, doubling the wait, and warns once", async () => {
+  it("backs off from an edge that refuses, doubling the wait from 1 s up to its 60 s cap, and warns once", async () => {
     const edge = await startFakeEdge("refuse");
     cleanups.push(() => edge.close());
-    const { pool, log } = poolFor(edge, 2);
+    const dials = recordDials(edge.port);
+    const { pool, log } = poolFor(edge, 1); // the pool's own timings: 1 s first, 60 s at most
     pool.start();
-    // Waits of 100, 200, 400, 400 ms after rounds of two: about 5 rounds in 1.2 s, never a storm.
-    await sleep(1_200);
-    const attempts = edge.upgrades.length;
-    expect(attempts).toBeGreaterThanOrEqual(6);
-    expect(attempts).toBeLessThanOrEqual(12);
+    const waitsMs = [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000];
+    for (const [failure, waitMs] of waitsMs.entries()) {
+      await until(() => failureLines(log).length === failure + 1, `refusal ${failure + 1}`);
+      expect(failureLines(log)[failure]).toContain(`retrying in ${waitMs / 1000} s`);
+      // The clock stands still while the refusal travels: the wait starts at the last dial.
+      vi.advanceTimersByTime(waitMs - 1);
+      expect(dials).toHaveLength(failure + 1);
+      vi.advanceTimersByTime(1);
+      expect(dials).toHaveLength(failure + 2);
+    }
+    const gapsMs = dials.slice(1).map((dialMs, index) => dialMs - (dials[index] ?? 0));
+    expect(gapsMs).toEqual(waitsMs);
     const warnings = log.filter((line) => line.includes(" warn "));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain("warm pool: cannot open a spare tunnel: edge refused the tunnel: HTTP 401 wrong token; retrying in 100 ms");
-    expect(log.some((line) => line.includes(" debug ") && line.includes("retrying in 400 ms"))).toBe(true);
+    expect(warnings[0]).toContain("warm pool: cannot open a spare tunnel: edge refused the tunnel: HTTP 401 wrong token; retrying in 1 s");
     expect(log.join("\n")).not.toContain(TOKEN);
     expect(pool.take()).toBeUndefined();
   });
@@ -135,36 +237,146 @@ describe("TunnelPool", () => {
   it("counts a spare the edge drops at once as a failure, not a reason to reopen at once", async () => {
     const edge = await startFakeEdge("drop");
     cleanups.push(() => edge.close());
-    const { pool, log } = poolFor(edge, 1);
+    const dials = recordDials(edge.port);
+    const { pool, log } = poolFor(edge, 1, FAST);
     pool.start();
-    await sleep(1_000);
-    expect(edge.upgrades.length).toBeGreaterThanOrEqual(2);
-    expect(edge.upgrades.length).toBeLessThanOrEqual(6);
-    expect(log.some((line) => line.includes("warm pool: cannot open a spare tunnel: closed by the edge (1000)"))).toBe(true);
+    for (const [failure, waitMs] of [100, 200, 400, 400].entries()) {
+      await until(() => failureLines(log).length === failure + 1, `drop ${failure + 1}`);
+      expect(failureLines(log)[failure]).toContain(`closed by the edge (1000); retrying in ${waitMs} ms`);
+      vi.advanceTimersByTime(waitMs - 1);
+      expect(dials).toHaveLength(failure + 1);
+      vi.advanceTimersByTime(1);
+      expect(dials).toHaveLength(failure + 2);
+    }
   });
 
   it("fills again once a refusing edge comes back", async () => {
     const edge = await startFakeEdge("refuse");
     cleanups.push(() => edge.close());
-    const { pool } = poolFor(edge, 2);
+    const { pool, log } = poolFor(edge, 2, FAST);
     pool.start();
-    await until(() => edge.upgrades.length >= 2, "the first refusals");
+    await until(() => edge.upgrades.length === 2 && failureLines(log).length === 1, "the first refusals");
     edge.mode = "accept";
-    await until(() => pool.readyCount === 2, "two spares after the edge came back");
+    // Time goes on while the edge is back: the second refusal may still be on its way to the
+    // pool and start a retry of its own, so the clock moves until both spares are open.
+    await until(() => {
+      if (pool.readyCount < 2) vi.advanceTimersByTime(FAST.firstRetryMs);
+      return pool.readyCount === 2;
+    }, "two spares after the edge came back");
+    expect(edge.upgrades.length).toBeLessThanOrEqual(4);
+  });
+
+  it("drops a spare whose pong is missed and opens a replacement", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
+    const { pool } = poolFor(edge, 1, FAST, PING_INTERVAL_MS);
+    pool.start();
+    await until(() => pool.readyCount === 1, "a spare");
+    edge.unanswered.add(0);
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    await until(() => edge.pings.get(0) === 1, "the agent's ping");
+    expect(dials).toHaveLength(1);
+    // No pong by the next ping: the agent terminates the tunnel (no close frame: 1006 here).
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    await until(() => edge.closes.has(0), "the silent spare dropped");
+    expect(edge.closes.get(0)?.code).toBe(1006);
+    // It lived two intervals, past minHealthyLifetimeMs: replaced at once, no backoff.
+    await until(() => pool.readyCount === 1 && edge.tunnels.length === 2, "the replacement");
+    expect(dials).toEqual([0, 2 * PING_INTERVAL_MS]);
+    const taken = pool.take();
+    cleanups.push(() => taken?.terminate());
+    expect(taken?.readyState).toBe(WebSocket.OPEN);
+    taken?.send("which tunnel");
+    await until(() => edge.messagesOn.length === 1, "the message on the taken tunnel");
+    expect(edge.messagesOn).toEqual([1]);
+  });
+
+  it("keeps a spare that answers every ping", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
+    const { pool } = poolFor(edge, 1, FAST, PING_INTERVAL_MS);
+    pool.start();
+    await until(() => pool.readyCount === 1, "a spare");
+    for (let ping = 1; ping <= 3; ping++) {
+      vi.advanceTimersByTime(PING_INTERVAL_MS);
+      await until(() => edge.pings.get(0) === ping, `ping ${ping}`);
+      await agentReadPongs(edge, 0);
+    }
+    // A fourth ping, not a terminate, proves the third pong counted.
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    await until(() => edge.pings.get(0) === 4, "ping 4");
+    expect(edge.closes.has(0)).toBe(false);
+    expect(dials).toHaveLength(1);
+    expect(pool.readyCount).toBe(1);
+  });
+
+  it("skips a spare that died while waiting when one is taken: the caller gets a live tunnel", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const { pool } = poolFor(edge, 2, FAST, PING_INTERVAL_MS);
+    pool.start();
+    await until(() => pool.readyCount === 2, "two spares");
+    // Which spare is first in line is the agent's order of opens, not the edge's: take the first
+    // and see where it lands; the other is then first, and its replacement behind it.
+    const first = pool.take();
+    first?.send("which tunnel");
+    await until(() => edge.messagesOn.length === 1, "the message on the first tunnel");
+    first?.terminate();
+    const firstIndex = edge.messagesOn[0];
+    const waiting = firstIndex === 0 ? 1 : 0;
+    await until(() => pool.readyCount === 2 && edge.tunnels.length === 3, "the replacement");
+    const behind = 2;
+    edge.unanswered.add(waiting);
+    // The clock has not moved since start: both spares ping on the same tick.
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    await until(() => edge.pings.get(waiting) === 1 && edge.pings.get(behind) === 1, "both pings");
+    await agentReadPongs(edge, behind);
+    // This tick terminates the silent spare; take() runs before its close event can.
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    const taken = pool.take();
+    cleanups.push(() => taken?.terminate());
+    expect(taken?.readyState).toBe(WebSocket.OPEN);
+    taken?.send("which tunnel");
+    await until(() => edge.messagesOn.length === 2, "the message on the taken tunnel");
+    expect(edge.messagesOn[1]).toBe(behind);
+    await until(() => edge.closes.has(waiting), "the dead spare closed");
+    expect(edge.closes.get(waiting)?.code).toBe(1006);
+  });
+
+  it("skips a dead spare when it is the only one: the caller opens a fresh tunnel, and the pool refills", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
+    const { pool } = poolFor(edge, 1, FAST, PING_INTERVAL_MS);
+    pool.start();
+    await until(() => pool.readyCount === 1, "a spare");
+    edge.unanswered.add(0);
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    await until(() => edge.pings.get(0) === 1, "the agent's ping");
+    vi.advanceTimersByTime(PING_INTERVAL_MS);
+    expect(pool.take()).toBeUndefined();
+    expect(dials).toHaveLength(2); // the refill, dialled by take() itself
+    await until(() => pool.readyCount === 1 && edge.closes.has(0), "a live spare in its place");
   });
 
   it("close() closes every spare and stops refilling", async () => {
     const edge = await startFakeEdge("accept");
     cleanups.push(() => edge.close());
-    const { pool } = poolFor(edge, 2);
+    const dials = recordDials(edge.port);
+    const { pool } = poolFor(edge, 2, FAST);
     pool.start();
     await until(() => pool.readyCount === 2, "two spares");
     pool.close();
-    await until(() => edge.closes.length === 2, "both spares closed");
-    expect(edge.closes.every((close) => close.code === 1000 && close.reason === "agent closing")).toBe(true);
-    const upgrades = edge.upgrades.length;
+    await until(() => edge.closes.size === 2, "both spares closed");
+    expect([...edge.closes.values()]).toEqual([
+      { code: 1000, reason: "agent closing" },
+      { code: 1000, reason: "agent closing" },
+    ]);
     expect(pool.take()).toBeUndefined();
-    await sleep(300);
-    expect(edge.upgrades).toHaveLength(upgrades);
+    // Past every timer the pool could have left: renewal, retry at its cap.
+    vi.advanceTimersByTime(FAST.maxIdleMs + 60_000);
+    expect(dials).toHaveLength(2);
   });
 });
