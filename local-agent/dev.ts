@@ -105,10 +105,12 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => stop(0));
   process.on("SIGTERM", () => stop(0));
 
+  // No metrics, and no fetch of Request.cf from workers.cloudflare.com at start (miniflare's
+  // default): the local edge sends nothing to a third party.
   edge = spawn(
     process.execPath,
     [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(edgePort), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn"],
-    { cwd: repoRoot, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+    { cwd: repoRoot, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", EDGESOCKS_TOKEN: "" } },
   );
   prefixLines(edge.stdout, "[edge] ");
   prefixLines(edge.stderr, "[edge] ");

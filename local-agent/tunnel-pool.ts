@@ -4,6 +4,12 @@
 // Bounded (config.poolSize spares, opened at most that many at a time), renewed before the
 // edge's POOLED_OPEN_TIMEOUT_MS could close one, and refilled with exponential backoff while
 // the edge cannot be reached, so a dead edge costs a few requests a minute, not a storm.
+//
+// Two caps: an edge that answered (refused, or accepted and dropped) costs a Worker request per
+// attempt and is retried at most once a minute; one that never answered (connection refused, no
+// route, DNS failure, handshake timeout) cost nothing but a local connect, and is retried at
+// least every 5 s, so the pool is warm again within seconds of the edge's return however long
+// it was gone.
 
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
@@ -13,8 +19,14 @@ import { CloseCode, POOLED_HEADER, POOLED_MAX_IDLE_MS } from "../worker/protocol
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
 const FIRST_RETRY_MS = 1_000;
-/** Longest wait between attempts while the edge keeps failing. */
+/** Longest wait between attempts while the edge keeps answering with a failure. */
 const MAX_RETRY_MS = 60_000;
+/**
+ * Longest wait between attempts while the edge does not answer at all: the bound on how long
+ * the pool stays empty after an unreachable edge comes back (measured in
+ * test/e2e/edge-failures.test.ts: full again ~1 s after /healthz answers).
+ */
+const MAX_UNREACHABLE_RETRY_MS = 5_000;
 /**
  * A spare the edge closes sooner than this after opening it counts as a failure (an edge that
  * accepts and drops at once would otherwise be retried in a tight loop).
@@ -30,13 +42,20 @@ type Spare = {
   detach: () => void;
 };
 
-/** The pool's clock: the protocol's and this module's defaults, shortened by tests. */
-export type PoolTimings = { maxIdleMs: number; firstRetryMs: number; maxRetryMs: number; minHealthyLifetimeMs: number };
+/**
+ * The pool's clock: the protocol's and this module's defaults, shortened by tests.
+ * maxUnreachableRetryMs, when absent, is MAX_UNREACHABLE_RETRY_MS or maxRetryMs if that is shorter.
+ */
+export type PoolTimings = { maxIdleMs: number; firstRetryMs: number; maxRetryMs: number; maxUnreachableRetryMs?: number; minHealthyLifetimeMs: number };
+
+/** How a spare failed: the edge answered (each attempt a Worker request), or nothing answered. */
+type FailureKind = "answered" | "unreachable";
 
 const DEFAULT_TIMINGS: PoolTimings = {
   maxIdleMs: POOLED_MAX_IDLE_MS,
   firstRetryMs: FIRST_RETRY_MS,
   maxRetryMs: MAX_RETRY_MS,
+  maxUnreachableRetryMs: MAX_UNREACHABLE_RETRY_MS,
   minHealthyLifetimeMs: MIN_HEALTHY_LIFETIME_MS,
 };
 
@@ -48,6 +67,8 @@ export class TunnelPool {
   /** Spares whose upgrade is under way. */
   #connecting = new Set<WebSocket>();
   #failuresInARow = 0;
+  /** Date.now() of the first failure of the current run of failures, for the recovery line. */
+  #failingSinceMs = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
@@ -76,6 +97,8 @@ export class TunnelPool {
     while (taken === undefined && this.#ready.length > 0) {
       const spare = this.#ready.shift() as Spare;
       clearTimeout(spare.retireTimer);
+      // The caller's now: whether it lives on is no longer the pool's evidence about the edge.
+      clearTimeout(spare.healthyTimer);
       spare.detach();
       if (spare.socket.readyState === WebSocket.OPEN) taken = spare.socket;
       else spare.socket.terminate();
@@ -90,6 +113,7 @@ export class TunnelPool {
     clearTimeout(this.#retryTimer);
     for (const spare of this.#ready.splice(0)) {
       clearTimeout(spare.retireTimer);
+      clearTimeout(spare.healthyTimer);
       spare.detach();
       spare.socket.close(CloseCode.Normal, "agent closing");
     }
@@ -106,6 +130,8 @@ export class TunnelPool {
     const socket = openEdgeSocket(this.#config, { [POOLED_HEADER]: "1" });
     this.#connecting.add(socket);
     let why = "";
+    /** The edge sent an HTTP answer to the upgrade (101 or a refusal): this attempt reached it. */
+    let answered = false;
     let spare: Spare | undefined;
     const onOpen = () => {
       this.#connecting.delete(socket);
@@ -115,9 +141,7 @@ export class TunnelPool {
       }
       // An open alone does not reset the backoff: an edge that accepts and drops at once would
       // otherwise be retried every firstRetryMs forever, each attempt a Worker request.
-      const healthyTimer = setTimeout(() => {
-        this.#failuresInARow = 0;
-      }, this.#timings.minHealthyLifetimeMs);
+      const healthyTimer = setTimeout(() => this.#healthy(), this.#timings.minHealthyLifetimeMs);
       healthyTimer.unref();
       spare = {
         socket,
@@ -138,7 +162,7 @@ export class TunnelPool {
     const onClose = (code: number, reason: Buffer) => {
       const cause = why || `closed by the edge (${code}${reason.byteLength > 0 ? ` ${reason.toString("utf8")}` : ""})`;
       if (this.#connecting.delete(socket)) {
-        this.#failed(cause);
+        this.#failed(cause, answered ? "answered" : "unreachable");
         return;
       }
       const index = spare === undefined ? -1 : this.#ready.indexOf(spare);
@@ -146,22 +170,29 @@ export class TunnelPool {
       this.#ready.splice(index, 1);
       clearTimeout(spare.retireTimer);
       clearTimeout(spare.healthyTimer);
-      if (Date.now() - spare.openedAtMs < this.#timings.minHealthyLifetimeMs) this.#failed(cause);
+      if (Date.now() - spare.openedAtMs < this.#timings.minHealthyLifetimeMs) this.#failed(cause, "answered");
       else this.#fill();
     };
+    const onUpgrade = () => {
+      answered = true;
+    };
     const detach = () => {
+      socket.off("upgrade", onUpgrade);
       socket.off("open", onOpen);
       socket.off("error", onError);
       socket.off("message", onMessage);
       socket.off("close", onClose);
     };
+    socket.on("upgrade", onUpgrade);
     socket.on("open", onOpen);
     socket.on("error", onError);
     socket.on("message", onMessage);
     socket.on("close", onClose);
     // After a refusal ws may never emit close: the refusal itself ends the attempt.
     whenRefused(socket, (status, explanation) => {
-      if (this.#connecting.delete(socket)) this.#failed(`edge refused the tunnel: HTTP ${status} ${explanation}`.trim());
+      // ws emits no close after a refusal: end it here, or its keepalive interval and listeners stay forever.
+      socket.terminate();
+      if (this.#connecting.delete(socket)) this.#failed(`edge refused the tunnel: HTTP ${status} ${explanation}`.trim(), "answered");
     });
   }
 
@@ -171,18 +202,30 @@ export class TunnelPool {
     const [spare] = this.#ready.splice(index, 1);
     if (spare) {
       clearTimeout(spare.retireTimer);
+      clearTimeout(spare.healthyTimer);
       spare.detach();
     }
     socket.close(code, reason);
     this.#fill();
   }
 
-  /** A spare could not be opened: wait, doubling the wait with each failure in a row, then refill. */
-  #failed(cause: string): void {
+  /** A spare has lived minHealthyLifetimeMs: the backoff starts over, and an outage is over. */
+  #healthy(): void {
+    if (this.#failuresInARow === 0) return;
+    // One line per outage, as the first failure was its one warning: the attempts in between were debug.
+    const seconds = ((Date.now() - this.#failingSinceMs) / 1000).toFixed(1);
+    this.#log.info(`warm pool: spares open again after ${this.#failuresInARow} failed attempt${this.#failuresInARow === 1 ? "" : "s"} in ${seconds} s`);
+    this.#failuresInARow = 0;
+  }
+
+  /** A spare could not be opened: wait, doubling the wait with each failure in a row up to the cap of its kind, then refill. */
+  #failed(cause: string, kind: FailureKind): void {
     // Spares that fail together (an edge down while several were opening) count as one failure.
     if (this.#closed || this.#retryTimer !== undefined) return;
     this.#failuresInARow++;
-    const waitMs = Math.min(this.#timings.maxRetryMs, this.#timings.firstRetryMs * 2 ** (this.#failuresInARow - 1));
+    if (this.#failuresInARow === 1) this.#failingSinceMs = Date.now();
+    const capMs = kind === "answered" ? this.#timings.maxRetryMs : (this.#timings.maxUnreachableRetryMs ?? Math.min(MAX_UNREACHABLE_RETRY_MS, this.#timings.maxRetryMs));
+    const waitMs = Math.min(capMs, this.#timings.firstRetryMs * 2 ** (this.#failuresInARow - 1));
     const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${waitMs >= 1000 ? `${(waitMs / 1000).toFixed(0)} s` : `${waitMs} ms`}`;
     if (this.#failuresInARow === 1) this.#log.warn(message);
     else this.#log.debug(message);

@@ -37,10 +37,12 @@ export async function startEdge(vars: Record<string, string> = {}, root = repoRo
   // by default a loopback port where nothing listens, so no test's lookup leaves this machine.
   const lines = Object.entries({ EDGESOCKS_TOKEN: token, EDGESOCKS_DOH_URL: "http://127.0.0.1:9/dns-query", ...vars }).map(([key, value]) => `${key}=${value}`);
   writeFileSync(envFile, `${lines.join("\n")}\n`, { mode: 0o600 });
+  // No metrics, and no fetch of Request.cf from workers.cloudflare.com at start (miniflare's
+  // default): the local edge sends nothing to a third party.
   const child = spawn(
     process.execPath,
     [wranglerBin, "dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "warn", "--persist-to", join(dir, "state")],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", EDGESOCKS_TOKEN: "" } },
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", EDGESOCKS_TOKEN: "" } },
   );
   let output = "";
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -209,6 +209,37 @@ describe("TunnelPool", () => {
     expect(edge.closes.get(0)).toEqual({ code: 1000, reason: "renewed" });
   });
 
+  it("leaves no timer behind for a spare the edge refused", async () => {
+    const edge = await startFakeEdge("refuse");
+    cleanups.push(() => edge.close());
+    const { pool, log } = poolFor(edge, 1, FAST);
+    pool.start();
+    const pendingTimers: number[] = [];
+    for (let failure = 0; failure < 5; failure++) {
+      await until(() => failureLines(log).length === failure + 1, `refusal ${failure + 1}`);
+      pendingTimers.push(vi.getTimerCount());
+      vi.advanceTimersByTime(FAST.maxRetryMs);
+    }
+    expect(pendingTimers).toEqual([1, 1, 1, 1, 1]); // the retry timer only: no keepalive of a refused spare
+  });
+
+  it("retries an edge nothing answers at least every 5 s, since such an attempt costs no Worker request", async () => {
+    const edge = await startFakeEdge("accept");
+    await edge.close(); // its port now refuses connections: no HTTP answer at all
+    const dials = recordDials(edge.port);
+    const { pool, log } = poolFor(edge, 1); // the pool's own timings
+    pool.start();
+    const waitsMs = [1_000, 2_000, 4_000, 5_000, 5_000];
+    for (const [failure, waitMs] of waitsMs.entries()) {
+      await until(() => failureLines(log).length === failure + 1, `failure ${failure + 1}`);
+      vi.advanceTimersByTime(waitMs - 1);
+      expect(dials).toHaveLength(failure + 1);
+      vi.advanceTimersByTime(1);
+      expect(dials).toHaveLength(failure + 2);
+    }
+    expect(failureLines(log)[0]).toMatch(/ECONNREFUSED.*retrying in 1 s/);
+  });
+
   it("backs off from an edge that refuses, doubling the wait from 1 s up to its 60 s cap, and warns once", async () => {
     const edge = await startFakeEdge("refuse");
     cleanups.push(() => edge.close());
