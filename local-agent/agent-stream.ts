@@ -10,7 +10,7 @@ import { missedPong } from "./edge-socket.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { STATUS_NAMES, resetConnection, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
 import { sendOpen } from "./stream-open.ts";
-import type { TunnelPool } from "./tunnel-pool.ts";
+import { isStaleFrame, type TunnelPool } from "./tunnel-pool.ts";
 import { UploadSender } from "./upload-sender.ts";
 import { ReceiveWindow } from "../worker/flow-control.ts";
 import {
@@ -47,6 +47,12 @@ export class AgentStream {
   readonly #upload: UploadSender;
   #phase: Phase = "opening";
   #edge: WebSocket | undefined;
+  /** Where the tunnel goes back once the stream is over, for the next stream. */
+  #pool: TunnelPool | undefined;
+  /** The tunnel carried streams before this one: leftovers of the last may arrive before our OPENED. */
+  #tunnelReused = false;
+  /** This stream's listeners on the tunnel, removed when the tunnel goes back to the pool. */
+  readonly #edgeListeners: Array<[string, (...args: never[]) => void]> = [];
   #openTimer: ReturnType<typeof setTimeout> | undefined;
   #receivedEnd = false;
   #clientWritesFinished = false;
@@ -81,6 +87,7 @@ export class AgentStream {
    * after is driven by events. With zeroRtt the client is answered first, before the edge dials.
    */
   start(pool?: TunnelPool): void {
+    this.#pool = pool;
     const client = this.#client;
     client.pause(); // no upload until the edge grants a window (or, with zeroRtt, an early budget)
     this.#onClient("data", (chunk: Buffer) => this.#upload.received(chunk));
@@ -115,12 +122,15 @@ export class AgentStream {
   /** Makes `edge` this stream's tunnel. */
   #attach(edge: WebSocket): void {
     this.#edge = edge;
+    this.#tunnelReused = (this.#pool?.streamsCarriedBefore(edge) ?? 0) > 0;
     this.#upload.useTunnel(edge);
-    edge.on("message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
-    edge.on("error", (error) => {
-      this.#edgeError = error.message;
-    });
-    edge.on("close", (code, reason) => this.#onEdgeClosed(code, reason.toString("utf8")));
+    const listeners: Array<[string, (...args: never[]) => void]> = [
+      ["message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary)],
+      ["error", (error: Error) => (this.#edgeError = error.message)],
+      ["close", (code: number, reason: Buffer) => this.#onEdgeClosed(code, reason.toString("utf8"))],
+    ];
+    for (const [event, listener] of listeners) edge.on(event, listener as (...args: unknown[]) => void);
+    this.#edgeListeners.push(...listeners);
   }
 
   /** The client's success answer, once: at OPENED, or at start with zeroRtt. */
@@ -133,6 +143,10 @@ export class AgentStream {
 
   #onEdgeMessage(data: Buffer, isBinary: boolean): void {
     if (this.#phase === "closed") return;
+    // On a reused tunnel, what the edge sent its last stream before it heard that stream was
+    // over (a WINDOW for bytes it delivered, DATA that crossed our RESET) arrives before our
+    // OPENED: every frame the edge sends this stream comes after OPENED, so these are not ours.
+    if (this.#phase === "opening" && this.#tunnelReused && isBinary && isStaleFrame(data)) return;
     try {
       if (!isBinary) throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
       this.#dispatch(decodeFrame(data));
@@ -155,7 +169,7 @@ export class AgentStream {
           return;
         }
         if (frame.status !== StreamStatus.Ok) {
-          this.#failOpen(frame.status, frame.reason, "info");
+          this.#failOpen(frame.status, frame.reason, "info", true);
           return;
         }
         this.#opened(frame.windowBytes);
@@ -189,7 +203,7 @@ export class AgentStream {
           this.#failOpen(frame.status, `edge reset the stream: ${frame.reason}`, "info");
           return;
         }
-        this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`);
+        this.#resetClient(`edge reset the stream: ${frame.reason || `status ${frame.status}`}`, true);
         return;
       case FrameType.Open:
       case FrameType.Early:
@@ -211,7 +225,7 @@ export class AgentStream {
       this.#phase = "closed";
       clearTimeout(this.#openTimer);
       for (const [event, listener] of this.#clientListeners) this.#client.off(event, listener as (...args: unknown[]) => void);
-      this.#closeEdge(CloseCode.Normal, "open failed");
+      this.#releaseEdge("open failed");
       const { bytes, clientEnded } = this.#upload.takeBack();
       startDirectStream({ ...this.#request, earlyBytes: bytes }, this.#config, this.#log, {
         why: "on Cloudflare's network: --on-cloudflare direct",
@@ -221,7 +235,7 @@ export class AgentStream {
       return;
     }
     if (verdicts.takeHint(host)) this.#log.warn(`${formatDestination(this.#destination)}: ${reason}; to reach it, ${CLOUDFLARE_OPTIONS}`);
-    this.#failOpen(StreamStatus.OnCloudflare, `${reason}; to reach it, ${CLOUDFLARE_OPTIONS}`, "info");
+    this.#failOpen(StreamStatus.OnCloudflare, `${reason}; to reach it, ${CLOUDFLARE_OPTIONS}`, "info", true);
   }
 
   #opened(edgeWindowBytes: number): void {
@@ -233,7 +247,7 @@ export class AgentStream {
 
   #finishIfDone(): void {
     if (this.#phase !== "relaying" || !this.#upload.hasSentEnd || !this.#receivedEnd || !this.#clientWritesFinished) return;
-    this.#closeEdge(CloseCode.Normal, "stream finished");
+    this.#releaseEdge("stream finished");
     this.#client.destroy();
     this.#finish("ok", "info");
   }
@@ -241,13 +255,15 @@ export class AgentStream {
   #onClientClosed(): void {
     if (this.#phase === "closed") return;
     if (this.#phase === "relaying" && this.#upload.hasSentEnd && this.#receivedEnd) {
-      this.#closeEdge(CloseCode.Normal, "stream finished");
+      this.#releaseEdge("stream finished");
       this.#finish("ok", "info");
       return;
     }
     // The client vanished: abort the edge side too (while opening, closing the tunnel is enough).
-    if (this.#phase === "relaying" && this.#edge?.readyState === WebSocket.OPEN) this.#edge.send(encodeReset(StreamStatus.GeneralFailure, "client closed the connection"));
-    this.#closeEdge(CloseCode.Normal, "client closed");
+    if (this.#phase === "relaying" && this.#edge?.readyState === WebSocket.OPEN) {
+      this.#edge.send(encodeReset(StreamStatus.GeneralFailure, "client closed the connection"));
+      this.#releaseEdge("client closed");
+    } else this.#closeEdge(CloseCode.Normal, "client closed"); // while opening: the edge may still be dialing
     this.#finish("client closed the connection", "info");
   }
 
@@ -275,27 +291,47 @@ export class AgentStream {
    * The open failed: answer the client in its protocol, then close both sides. A client already
    * answered (zeroRtt) can only be reset.
    */
-  #failOpen(status: StreamStatus, reason: string, level: "info" | "warn"): void {
+  #failOpen(status: StreamStatus, reason: string, level: "info" | "warn", edgeAnswered = false): void {
     if (this.#phase !== "opening") return;
+    const endTunnel = () => (edgeAnswered ? this.#releaseEdge("open failed") : this.#closeEdge(CloseCode.Normal, "open failed"));
     if (this.#answered) {
       resetConnection(this.#client, reason);
-      this.#closeEdge(CloseCode.Normal, "open failed");
+      endTunnel();
       this.#finish(`${STATUS_NAMES[status]} after a 0-RTT answer, client reset: ${reason}`, level);
       return;
     }
     const reply = this.#answer.failed(status, reason);
     if (reply) this.#client.end(reply);
     else this.#client.end();
-    this.#closeEdge(CloseCode.Normal, "open failed");
+    endTunnel();
     this.#finish(`${STATUS_NAMES[status]}: ${reason}`, level);
   }
 
-  /** A mid-stream failure: the client gets a TCP reset, so it cannot mistake a cut for an end. */
-  #resetClient(reason: string): void {
+  /**
+   * A mid-stream failure: the client gets a TCP reset, so it cannot mistake a cut for an end.
+   * `edgeReset`: the edge's RESET said so, and the tunnel may carry the next stream.
+   */
+  #resetClient(reason: string, edgeReset = false): void {
     if (this.#phase === "closed") return;
     resetConnection(this.#client, reason);
-    this.#closeEdge(CloseCode.Normal, "stream reset");
+    if (edgeReset) this.#releaseEdge("stream reset");
+    else this.#closeEdge(CloseCode.Normal, "stream reset");
     this.#finish(`reset: ${reason}`, "info");
+  }
+
+  /**
+   * The stream is over from the agent's side, and every frame the edge sends from now on belongs
+   * to the tunnel's next stream (END sent and received, RESET sent or received, a failed OPENED
+   * received): the tunnel goes back to the pool for that stream, or is closed with `reason` when
+   * the pool will not have it (its stream limit, or a pool that is closing or full).
+   */
+  #releaseEdge(reason: string): void {
+    const edge = this.#edge;
+    if (!edge) return;
+    for (const [event, listener] of this.#edgeListeners.splice(0)) edge.off(event, listener as (...args: unknown[]) => void);
+    const carried = (this.#pool?.streamsCarriedBefore(edge) ?? 0) + 1;
+    if (this.#pool?.giveBack(edge, carried)) return;
+    this.#closeEdge(CloseCode.Normal, carried >= this.#config.maxStreamsPerTunnel && carried > 1 ? `${reason}; retired after ${carried} streams` : reason);
   }
 
   #closeEdge(code: number, reason: string): void {

@@ -36,6 +36,11 @@ export const LIMITS = {
   // at once. Each spare is a Worker request, renewed every POOLED_MAX_IDLE_MS while unused
   // (4 spares: about 1,440 requests a day of the free plan's 100,000).
   poolSize: { flag: "--pool-size", min: 0, max: 64, fallback: 4 },
+  // Streams one tunnel (one Worker invocation) carries one after another before it is retired:
+  // under the free plan's 50 subrequests per invocation at the edge's worst case of 3 per stream
+  // (connect(), a DoH lookup of a refused name, a fallback's connect()), and inside its 10 ms of
+  // CPU for short streams (docs/benchmarks.md: Worker cost per stream). 1 turns reuse off.
+  maxStreamsPerTunnel: { flag: "--max-streams-per-tunnel", min: 1, max: 10_000, fallback: 16 },
   // How long a SIGTERM or SIGINT lets open transfers finish before the rest are reset: inside
   // `docker stop`'s 10 s grace (and systemd's 90 s), so the reset, not a SIGKILL's quiet close
   // of every socket, is what a client whose transfer was cut sees.

@@ -39,6 +39,8 @@ export type AgentConfig = {
   users: Users;
   /** Tunnels opened ahead of need and kept ready; 0 opens every tunnel when its client asks. */
   poolSize: number;
+  /** Streams a tunnel carries one after another before it is closed; 1: one stream per tunnel. */
+  maxStreamsPerTunnel: number;
   /**
    * Answer the client's request at once and send its first bytes with the destination, rather
    * than after the edge has reached it; a failed open then resets the client.
@@ -60,6 +62,7 @@ export const DEFAULTS = {
   pingIntervalMs: LIMITS.pingIntervalMs.fallback,
   maxConnections: LIMITS.maxConnections.fallback,
   poolSize: LIMITS.poolSize.fallback,
+  maxStreamsPerTunnel: LIMITS.maxStreamsPerTunnel.fallback,
   drainTimeoutMs: LIMITS.drainTimeoutMs.fallback,
   logLevel: "info" as LogLevel,
   bypass: "private" as BypassMode,
@@ -96,6 +99,9 @@ Options:
   --pool-size N              tunnels kept open and ready for the next connections, so a new
                              connection skips the TCP, TLS and WebSocket handshakes to the
                              edge; 0 turns the pool off (default ${DEFAULTS.poolSize})
+  --max-streams-per-tunnel N streams one tunnel (one Worker request) carries one after another
+                             before it is retired, inside the free plan's per-request limits;
+                             1 gives every connection a tunnel of its own (default ${DEFAULTS.maxStreamsPerTunnel})
   --drain-timeout-ms N       on SIGTERM or SIGINT (Ctrl-C), stop accepting and give open
                              transfers this long to finish, then reset the rest; a second
                              signal resets them at once. Exit status 0 when every transfer
@@ -135,6 +141,7 @@ export const AGENT_OPTIONS = {
   "ping-interval-ms": { type: "string" },
   "max-connections": { type: "string" },
   "pool-size": { type: "string" },
+  "max-streams-per-tunnel": { type: "string" },
   "drain-timeout-ms": { type: "string" },
   "log-level": { type: "string" },
   rule: { type: "string", multiple: true },

@@ -10,12 +10,20 @@
 // route, DNS failure, handshake timeout) cost nothing but a local connect, and is retried at
 // least every 5 s, so the pool is warm again within seconds of the edge's return however long
 // it was gone.
+//
+// Tunnels also come back: a stream that is over from the agent's side returns its tunnel
+// (giveBack), which waits for the next stream until REUSED_MAX_IDLE_MS, before the edge's
+// NEXT_OPEN_TIMEOUT_MS, and is retired after config.maxStreamsPerTunnel streams, inside the
+// per-invocation limits of the Worker's plan. A taken-back tunnel may still bring frames the edge
+// sent its last stream before it heard that stream was over: those are dropped, never read as
+// the next stream's. While no client has connected for IDLE_SHRINK_MS the pool lets its spares
+// lapse instead of renewing them, and refills on the next connection.
 
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import type { Logger } from "./log.ts";
-import { CloseCode, POOLED_HEADER, POOLED_MAX_IDLE_MS } from "../worker/protocol.ts";
+import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, REUSED_MAX_IDLE_MS } from "../worker/protocol.ts";
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
 const FIRST_RETRY_MS = 1_000;
@@ -32,13 +40,36 @@ const MAX_UNREACHABLE_RETRY_MS = 5_000;
  * accepts and drops at once would otherwise be retried in a tight loop).
  */
 const MIN_HEALTHY_LIFETIME_MS = 1_000;
+/**
+ * After this long with no client, spares are not renewed: an idle agent costs no Worker
+ * requests (4 spares renewed every 4 minutes would cost ~1,440 a day), and its next connection
+ * opens a tunnel of its own while the pool refills behind it.
+ */
+const IDLE_SHRINK_MS = 15 * 60_000;
+/**
+ * Taken-back tunnels kept beyond the pool size: enough for a page's burst of connections. Fewer
+ * cost requests: with 8, bursts of 10 came back to a full pool and 2 of every 10 were closed,
+ * then reopened as spares: 164 tunnels per 1,000 connections in test/e2e/tunnel-reuse.test.ts,
+ * 73 with 16.
+ */
+const MAX_EXTRA_TAKEN_BACK = 16;
+
+/** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
+const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.End, FrameType.Reset]);
+
+/** Whether `data`, a frame arriving on a tunnel whose stream is over, is a leftover of that stream. */
+export function isStaleFrame(data: Buffer): boolean {
+  return STALE_FRAME_TYPES.has(data[0] ?? -1);
+}
 
 type Spare = {
   socket: WebSocket;
   openedAtMs: number;
   retireTimer: ReturnType<typeof setTimeout>;
   /** Fires once the spare has lived minHealthyLifetimeMs: only then does the backoff start over. */
-  healthyTimer: ReturnType<typeof setTimeout>;
+  healthyTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Streams the tunnel has carried: 0 for a spare the pool opened, more for one taken back. */
+  streamsCarried: number;
   detach: () => void;
 };
 
@@ -46,7 +77,15 @@ type Spare = {
  * The pool's clock: the protocol's and this module's defaults, shortened by tests.
  * maxUnreachableRetryMs, when absent, is MAX_UNREACHABLE_RETRY_MS or maxRetryMs if that is shorter.
  */
-export type PoolTimings = { maxIdleMs: number; firstRetryMs: number; maxRetryMs: number; maxUnreachableRetryMs?: number; minHealthyLifetimeMs: number };
+export type PoolTimings = {
+  maxIdleMs: number;
+  firstRetryMs: number;
+  maxRetryMs: number;
+  maxUnreachableRetryMs?: number;
+  minHealthyLifetimeMs: number;
+  reusedMaxIdleMs?: number;
+  idleShrinkMs?: number;
+};
 
 /** How a spare failed: the edge answered (each attempt a Worker request), or nothing answered. */
 type FailureKind = "answered" | "unreachable";
@@ -57,6 +96,8 @@ const DEFAULT_TIMINGS: PoolTimings = {
   maxRetryMs: MAX_RETRY_MS,
   maxUnreachableRetryMs: MAX_UNREACHABLE_RETRY_MS,
   minHealthyLifetimeMs: MIN_HEALTHY_LIFETIME_MS,
+  reusedMaxIdleMs: REUSED_MAX_IDLE_MS,
+  idleShrinkMs: IDLE_SHRINK_MS,
 };
 
 export class TunnelPool {
@@ -71,6 +112,12 @@ export class TunnelPool {
   #failingSinceMs = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** Date.now() of the last take(): the pool shrinks once it is idleShrinkMs old. */
+  #lastTakeMs = Date.now();
+  /** Spares have lapsed for want of clients: nothing is refilled until the next take(). */
+  #idle = false;
+  /** Streams each tunnel out of the pool has carried before the one it carries now. */
+  readonly #carried = new WeakMap<WebSocket, number>();
 
   constructor(config: AgentConfig, log: Logger, timings: PoolTimings = DEFAULT_TIMINGS) {
     this.#config = config;
@@ -93,18 +140,71 @@ export class TunnelPool {
    * opened), or undefined when none is ready.
    */
   take(): WebSocket | undefined {
+    this.#lastTakeMs = Date.now();
+    this.#idle = false;
     let taken: WebSocket | undefined;
     while (taken === undefined && this.#ready.length > 0) {
-      const spare = this.#ready.shift() as Spare;
+      // A taken-back tunnel first, the longest waiting of them: it lapses soonest, and a fresh
+      // spare keeps for minutes.
+      const index = this.#ready.findIndex((candidate) => candidate.streamsCarried > 0);
+      const [spare] = this.#ready.splice(Math.max(index, 0), 1) as [Spare];
       clearTimeout(spare.retireTimer);
       // The caller's now: whether it lives on is no longer the pool's evidence about the edge.
       clearTimeout(spare.healthyTimer);
       spare.detach();
-      if (spare.socket.readyState === WebSocket.OPEN) taken = spare.socket;
-      else spare.socket.terminate();
+      if (spare.socket.readyState === WebSocket.OPEN) {
+        taken = spare.socket;
+        this.#carried.set(taken, spare.streamsCarried);
+      } else spare.socket.terminate();
     }
     this.#fill();
     return taken;
+  }
+
+  /** Streams `socket`, a tunnel from take(), carried before its current one: 0 for a fresh spare. */
+  streamsCarriedBefore(socket: WebSocket): number {
+    return this.#carried.get(socket) ?? 0;
+  }
+
+  /**
+   * Takes back a tunnel whose stream is over from the agent's side (END sent and received, a
+   * RESET sent or received, or a failed OPENED received) and has carried `streamsCarried` streams,
+   * for the next stream. False when the caller should close it instead: it has carried
+   * config.maxStreamsPerTunnel, it is not open, the pool is closing or holds enough.
+   */
+  giveBack(socket: WebSocket, streamsCarried: number): boolean {
+    if (this.#closed || socket.readyState !== WebSocket.OPEN || streamsCarried >= this.#config.maxStreamsPerTunnel) return false;
+    if (this.#ready.length >= this.#config.poolSize + MAX_EXTRA_TAKEN_BACK) return false;
+    this.#carried.delete(socket);
+    let spare: Spare | undefined;
+    // Leftovers of the stream just over may still arrive; any other frame breaks the protocol.
+    const onMessage = (data: Buffer) => {
+      if (!isStaleFrame(data)) this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
+    };
+    const onClose = () => {
+      const index = spare === undefined ? -1 : this.#ready.indexOf(spare);
+      if (index < 0 || spare === undefined) return;
+      this.#ready.splice(index, 1);
+      clearTimeout(spare.retireTimer);
+      this.#fill();
+    };
+    const detach = () => {
+      socket.off("message", onMessage);
+      socket.off("close", onClose);
+    };
+    socket.on("message", onMessage);
+    socket.on("close", onClose);
+    spare = {
+      socket,
+      openedAtMs: Date.now(),
+      healthyTimer: undefined,
+      streamsCarried,
+      // Before the edge's NEXT_OPEN_TIMEOUT_MS could close it under a stream being opened.
+      retireTimer: setTimeout(() => this.#retire(socket, "idle after its stream"), this.#timings.reusedMaxIdleMs ?? REUSED_MAX_IDLE_MS),
+      detach,
+    };
+    this.#ready.push(spare);
+    return true;
   }
 
   /** Closes every spare and stops refilling. */
@@ -122,7 +222,7 @@ export class TunnelPool {
   }
 
   #fill(): void {
-    if (this.#closed || this.#retryTimer !== undefined) return;
+    if (this.#closed || this.#idle || this.#retryTimer !== undefined) return;
     while (this.#ready.length + this.#connecting.size < this.#config.poolSize) this.#openSpare();
   }
 
@@ -147,8 +247,10 @@ export class TunnelPool {
         socket,
         openedAtMs: Date.now(),
         healthyTimer,
-        // Renewed before the edge's POOLED_OPEN_TIMEOUT_MS: the replacement opens as this one closes.
-        retireTimer: setTimeout(() => this.#retire(socket, "renewed"), this.#timings.maxIdleMs),
+        streamsCarried: 0,
+        // Renewed before the edge's POOLED_OPEN_TIMEOUT_MS: the replacement opens as this one
+        // closes, unless no client has come for idleShrinkMs: then it lapses.
+        retireTimer: setTimeout(() => this.#renew(socket), this.#timings.maxIdleMs),
         detach,
       };
       this.#ready.push(spare);
@@ -194,6 +296,15 @@ export class TunnelPool {
       socket.terminate();
       if (this.#connecting.delete(socket)) this.#failed(`edge refused the tunnel: HTTP ${status} ${explanation}`.trim(), "answered");
     });
+  }
+
+  /** An unused spare's time is up: renewed, or let lapse while no client comes. */
+  #renew(socket: WebSocket): void {
+    if (!this.#idle && Date.now() - this.#lastTakeMs >= (this.#timings.idleShrinkMs ?? IDLE_SHRINK_MS)) {
+      this.#idle = true;
+      this.#log.debug(`warm pool: no client for ${Math.round((Date.now() - this.#lastTakeMs) / 60_000)} min; spares lapse until the next connection`);
+    }
+    this.#retire(socket, this.#idle ? "idle" : "renewed");
   }
 
   #retire(socket: WebSocket, reason: string, code: number = CloseCode.Normal): void {

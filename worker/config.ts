@@ -4,7 +4,7 @@ import { CidrError, parseCidrList, type Cidr } from "./dial/cidr.ts";
 import { Nat64Error, parseNat64Prefix, type Nat64Prefix } from "./dial/nat64.ts";
 import { RelayConfigError, parseRelayList, type CloudflareRelay } from "./dial/relay.ts";
 import { UpstreamConfigError, parseUpstreamUrl, type UpstreamProxy } from "./dial/upstream-url.ts";
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "./protocol.ts";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, NEXT_OPEN_TIMEOUT_MS } from "./protocol.ts";
 
 /** Bindings the Worker reads. EDGESOCKS_TOKEN is a secret; the rest are plain vars. */
 export type EdgeEnv = {
@@ -63,7 +63,8 @@ export type EdgeConfig = {
  */
 export const DEFAULT_READ_BYTES = 512 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-export const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
+/** No OPEN within this of the upgrade, or of the previous stream's end: 4408 (the agent relies on it, protocol.ts). */
+export const DEFAULT_OPEN_TIMEOUT_MS = NEXT_OPEN_TIMEOUT_MS;
 /** Cloudflare's own resolver: reached from a Worker without leaving Cloudflare's network. */
 export const DEFAULT_DOH_URL = "https://cloudflare-dns.com/dns-query";
 /** Stub resolvers retry after 1-5 s; an answer later than this is one the client no longer waits for. */

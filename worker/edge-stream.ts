@@ -177,6 +177,14 @@ export class EdgeStream {
   }
 
   /**
+   * The agent may open the tunnel's next stream: this one is draining, or has ended and its
+   * `finished` has not been taken up yet (that runs a microtask later than the frame that ended it).
+   */
+  get makesRoomForNext(): boolean {
+    return this.#state === "closed" || this.draining;
+  }
+
+  /**
    * The tunnel's WebSocket is gone. A draining stream still flushes its last upload bytes and
    * FIN to the destination; any other stream is aborted.
    */

@@ -59,6 +59,17 @@ export const POOLED_OPEN_TIMEOUT_MS = 300_000;
  */
 export const POOLED_MAX_IDLE_MS = 240_000;
 /**
+ * How long the edge waits for the next OPEN after a stream on a tunnel has finished (it closes
+ * the tunnel with 4408 after that): worker/config.ts's open timeout, which no var changes.
+ */
+export const NEXT_OPEN_TIMEOUT_MS = 10_000;
+/**
+ * The agent closes a tunnel it took back after a stream once it has waited this long for the
+ * next one, well before NEXT_OPEN_TIMEOUT_MS: the edge's timer started when its side of the
+ * stream finished, up to a round trip before the agent's.
+ */
+export const REUSED_MAX_IDLE_MS = 7_000;
+/**
  * Path of the DNS endpoint on the Worker: the agent POSTs each DNS query a SOCKS5 client sends
  * over UDP ASSOCIATE, and the edge answers it through a DNS-over-HTTPS resolver (RFC 8484).
  */

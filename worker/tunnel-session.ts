@@ -75,7 +75,7 @@ export class TunnelSession {
     if (frame.type === FrameType.Open) {
       // A stream whose both directions have ended is only flushing FIN to its destination; the
       // agent may already open the next one. It finishes on its own (kept alive by waitUntil).
-      if (stream && !stream.draining) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
+      if (stream && !stream.makesRoomForNext) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
       // Only the current stream speaks: a superseded draining stream whose final flush fails must
       // not send a RESET the agent would read as a reset of the new stream.
       const next: EdgeStream = new EdgeStream(frame, (bytes) => this.#stream === next && this.#sendFrame(bytes), this.#config, this.#version);

@@ -16,7 +16,7 @@ import WebSocket, { WebSocketServer } from "ws";
 import { parseAgentCommand } from "../../local-agent/config.ts";
 import { createLogger } from "../../local-agent/log.ts";
 import { TunnelPool, type PoolTimings } from "../../local-agent/tunnel-pool.ts";
-import { POOLED_HEADER, SUBPROTOCOL, SUBPROTOCOLS } from "../../worker/protocol.ts";
+import { POOLED_HEADER, REUSED_MAX_IDLE_MS, StreamStatus, SUBPROTOCOL, SUBPROTOCOLS, encodeData, encodeEnd, encodeOpened, encodeReset, encodeWindow } from "../../worker/protocol.ts";
 
 const TOKEN = "pool-test-token-0123456789";
 const FAST: PoolTimings = { maxIdleMs: 60_000, firstRetryMs: 100, maxRetryMs: 400, minHealthyLifetimeMs: 1_000 };
@@ -141,9 +141,9 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function poolFor(edge: FakeEdge, poolSize: number, timings?: PoolTimings, pingIntervalMs = NO_PING_MS): { pool: TunnelPool; log: string[] } {
+function poolFor(edge: FakeEdge, poolSize: number, timings?: PoolTimings, pingIntervalMs = NO_PING_MS, extraArgs: string[] = []): { pool: TunnelPool; log: string[] } {
   const command = parseAgentCommand(
-    ["--edge", `http://127.0.0.1:${edge.port}`, "--pool-size", String(poolSize), "--ping-interval-ms", String(pingIntervalMs)],
+    ["--edge", `http://127.0.0.1:${edge.port}`, "--pool-size", String(poolSize), "--ping-interval-ms", String(pingIntervalMs), ...extraArgs],
     { EDGESOCKS_TOKEN: TOKEN },
   );
   if (command.kind !== "run") throw new Error("expected a run command");
@@ -390,6 +390,85 @@ describe("TunnelPool", () => {
     expect(pool.take()).toBeUndefined();
     expect(dials).toHaveLength(2); // the refill, dialled by take() itself
     await until(() => pool.readyCount === 1 && edge.closes.has(0), "a live spare in its place");
+  });
+
+  it("takes back a tunnel after its stream and hands it out first, dropping the last stream's leftovers, and closes it 4409 for any other frame", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const { pool } = poolFor(edge, 1, FAST);
+    pool.start();
+    await until(() => pool.readyCount === 1, "a spare");
+    const tunnel = pool.take() as WebSocket;
+    await until(() => pool.readyCount === 1, "its replacement");
+    expect(pool.streamsCarriedBefore(tunnel)).toBe(0);
+    expect(pool.giveBack(tunnel, 1)).toBe(true);
+    expect(pool.readyCount).toBe(2);
+    // What the edge may still send the stream that is over: a WINDOW, DATA, END, RESET.
+    const edgeEnd = edge.tunnels[0] as WebSocket;
+    for (const frame of [encodeWindow(4096), encodeData(new Uint8Array(10)), encodeEnd(), encodeReset(StreamStatus.GeneralFailure, "late")]) edgeEnd.send(frame);
+    await agentReadPongs(edge, 0); // the agent has read every frame sent before the pong
+    expect(edge.closes.has(0)).toBe(false);
+    // The taken-back tunnel goes out ahead of the fresh spare, counted.
+    expect(pool.take()).toBe(tunnel);
+    expect(pool.streamsCarriedBefore(tunnel)).toBe(1);
+    expect(pool.giveBack(tunnel, 2)).toBe(true);
+    edgeEnd.send(encodeOpened(StreamStatus.Ok, 65_536));
+    await until(() => edge.closes.has(0), "the tunnel closed");
+    expect(edge.closes.get(0)).toEqual({ code: 4409, reason: "edge sent a frame to an idle tunnel" });
+    expect(pool.readyCount).toBe(1);
+  });
+
+  it("closes a taken-back tunnel that waited REUSED_MAX_IDLE_MS, before the edge's own timeout", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const { pool } = poolFor(edge, 0);
+    const tunnel = new WebSocket(`ws://127.0.0.1:${edge.port}/tunnel`, [...SUBPROTOCOLS]);
+    cleanups.push(() => tunnel.terminate());
+    await new Promise((resolve) => tunnel.once("open", resolve));
+    expect(pool.giveBack(tunnel, 1)).toBe(true);
+    vi.advanceTimersByTime(REUSED_MAX_IDLE_MS - 1);
+    expect(pool.readyCount).toBe(1);
+    vi.advanceTimersByTime(1);
+    expect(pool.readyCount).toBe(0);
+    await until(() => edge.closes.has(0), "the tunnel closed");
+    expect(edge.closes.get(0)).toEqual({ code: 1000, reason: "idle after its stream" });
+  });
+
+  it("will not take back a tunnel that has carried --max-streams-per-tunnel streams, nor once closing", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const { pool } = poolFor(edge, 0, FAST, NO_PING_MS, ["--max-streams-per-tunnel", "2"]);
+    const tunnel = new WebSocket(`ws://127.0.0.1:${edge.port}/tunnel`, [...SUBPROTOCOLS]);
+    cleanups.push(() => tunnel.terminate());
+    await new Promise((resolve) => tunnel.once("open", resolve));
+    expect(pool.giveBack(tunnel, 2)).toBe(false);
+    expect(pool.giveBack(tunnel, 1)).toBe(true);
+    expect(pool.take()).toBe(tunnel);
+    pool.close();
+    expect(pool.giveBack(tunnel, 1)).toBe(false);
+  });
+
+  it("lets its spares lapse while no client comes, and refills on the next take()", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
+    const { pool } = poolFor(edge, 1, { ...FAST, maxIdleMs: 1_000, idleShrinkMs: 2_500 });
+    pool.start();
+    await until(() => pool.readyCount === 1, "a spare");
+    for (const renewal of [1, 2]) {
+      vi.advanceTimersByTime(1_000);
+      await until(() => pool.readyCount === 1 && edge.closes.size === renewal, `renewal ${renewal}`);
+    }
+    expect(dials).toHaveLength(3);
+    // 3 s without a take(), past idleShrinkMs: the spare lapses and no replacement is dialled.
+    vi.advanceTimersByTime(1_000);
+    await until(() => edge.closes.size === 3, "the lapsed spare closed");
+    expect(edge.closes.get(2)).toEqual({ code: 1000, reason: "idle" });
+    vi.advanceTimersByTime(24 * 3_600_000);
+    expect(dials).toHaveLength(3);
+    expect(pool.take()).toBeUndefined();
+    expect(dials).toHaveLength(4);
+    await until(() => pool.readyCount === 1, "the refill");
   });
 
   it("close() closes every spare and stops refilling", async () => {
