@@ -3,13 +3,15 @@
 import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { MAX_FRAME_BYTES, SUBPROTOCOLS } from "../worker/protocol.ts";
+import { maskGeneratorFor } from "./frame-mask.ts";
 
 /**
  * A WebSocket to the edge's tunnel endpoint, authenticated with the bearer token, offering every
  * version this build speaks (SUBPROTOCOLS: an edge of the previous version picks its own), with per-message deflate off (the bytes are mostly TLS: incompressible, and
  * deflate would cost CPU on both sides) and frames larger than the protocol allows refused.
  *
- * Upload frames are masked with a random key (RFC 6455 section 5.3). `ws` masks with the optional
+ * Upload frames to a wss:// or loopback edge carry an all-zero masking key, which both ends skip
+ * (frame-mask.ts); to a plain ws:// edge elsewhere a random key (RFC 6455 section 5.3). `ws` masks with the optional
  * dependency `bufferutil` when it loads (its prebuilt binary needs no install script); its
  * JavaScript fallback, a byte-at-a-time loop, was ~40% of the agent's upload CPU (measured).
  */
@@ -20,6 +22,7 @@ export function openEdgeSocket(config: AgentConfig, upgradeHeaders: Record<strin
     maxPayload: MAX_FRAME_BYTES,
     handshakeTimeout: config.openTimeoutMs,
     followRedirects: false,
+    generateMask: maskGeneratorFor(config.tunnelUrl),
   });
   socket.binaryType = "nodebuffer";
   keepAlive(socket, config.pingIntervalMs);

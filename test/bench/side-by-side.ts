@@ -18,6 +18,7 @@ import { assertLocalEdgeAlive, localEdge, type LocalEdge } from "./local-edge.ts
 import { ensurePeerPackages, startDante, startMicrosocks, type Peer } from "./peers.ts";
 import { cpuSeconds, processTree, totalRssBytes } from "./proc-stats.ts";
 import { startOrigin } from "./origin.ts";
+import { economyTable, measureRequestEconomy, type EconomyRow } from "./request-economy.ts";
 import { download, firstByteMs, openIdle, upload, type Route } from "./workloads.ts";
 
 const MIB = 1024 * 1024;
@@ -50,6 +51,8 @@ const SIZES = {
   idleConnections: quick ? 100 : 300,
   /** Connections per edge-latency row (setup × client kind). */
   arrivalSamples: quick ? 5 : 15,
+  /** Bursts of 10 short exchanges in the request-economy run. */
+  economyBursts: quick ? 30 : 100,
 };
 
 function usage(message: string): never {
@@ -153,6 +156,7 @@ async function main(): Promise<void> {
   const peers: Peer[] = [];
   let agent: RunningAgent | undefined;
   let edgeLatency: EdgeLatencyRow[] = [];
+  const economy: EconomyRow[] = [];
   let local: LocalEdge | undefined;
   try {
     local = await localEdge(edge, viaWranglerProxy ? "wrangler-proxy" : "worker");
@@ -161,6 +165,11 @@ async function main(): Promise<void> {
       agent = await startAgent(local.agentEdgeUrl, edge.token, ["--log-level", "warn"]);
       peers.push(await startMicrosocks(), await startDante());
       await measureRounds(agent, local, peers, origin.port);
+      for (const [setup, args] of [["defaults", []], ["--max-streams-per-tunnel 1 (one tunnel per connection)", ["--max-streams-per-tunnel", "1"]]] as const) {
+        economy.push(await measureRequestEconomy(local.agentEdgeUrl, edge.token, setup, [...args], SIZES.economyBursts));
+        progress(`request economy: ${setup} done`);
+      }
+      assertLocalEdgeAlive(local);
     }
     if (edgeRttMs > 0) {
       edgeLatency = await measureEdgeLatency({ edgeUrl: local.agentEdgeUrl, token: edge.token, origin, rttMs: edgeRttMs, samplesPerRow: SIZES.arrivalSamples, progress });
@@ -175,7 +184,7 @@ async function main(): Promise<void> {
     for (const peer of peers) await peer.stop();
     await origin.close();
   }
-  report(local, edgeLatency);
+  report(local, edgeLatency, economy);
 }
 
 /** The side-by-side rounds: every contender measured once per round, in a rotating order. */
@@ -202,7 +211,7 @@ async function measureRounds(agent: RunningAgent, local: LocalEdge, peers: Peer[
   }
 }
 
-function report(local: LocalEdge | undefined, edgeLatency: EdgeLatencyRow[]): void {
+function report(local: LocalEdge | undefined, edgeLatency: EdgeLatencyRow[], economy: EconomyRow[]): void {
   const viaProxy = local?.path === "wrangler-proxy";
   const edgeColumn = viaProxy ? "edgesocks via wrangler's proxy" : "edgesocks (agent → Worker's workerd)";
   const machine = `${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;
@@ -226,6 +235,15 @@ function report(local: LocalEdge | undefined, edgeLatency: EdgeLatencyRow[]): vo
       "agent has answered the CONNECT, so for it the second pair of columns (from the TCP connect to the agent) is the one to compare.",
       "",
       ...edgeLatencyTable(edgeLatency, edgeRttMs, median),
+    );
+  }
+  if (economy.length > 0) {
+    parts.push(
+      "",
+      `Request economy: ${SIZES.economyBursts} bursts of 10 concurrent short HTTP exchanges (2 KiB answers, every byte checked) with pauses of 50 ms to 3 s`,
+      "between bursts, through an agent with the warm pool; tunnels counted where they reach the Worker (each upgrade is one Worker request).",
+      "",
+      ...economyTable(economy),
     );
   }
   const section = parts.join("\n");

@@ -158,3 +158,24 @@ describe("a reused tunnel whose stream the destination resets", () => {
     expect(recorder.heads()).toHaveLength(1);
   });
 });
+
+/** Frames to a loopback edge go with an all-zero masking key (local-agent/frame-mask.ts), and the Worker takes them. */
+describe("frames to a loopback edge", () => {
+  let agent: RunningAgent;
+  let recorder: UpgradeRecorder;
+  beforeAll(async () => {
+    ({ agent, recorder } = await recordedAgent(["--pool-size", "1", "--log-level", "debug"]));
+    await agent.waitForLog(/warm pool: 1 of 1 spares ready/); // so the OPEN below goes as a frame on it
+  });
+  afterAll(async () => {
+    await agent?.stop();
+    await recorder?.close();
+  });
+
+  it("carry a zero masking key, and a 1 MiB echo through the Worker comes back whole", async () => {
+    expect(await checkedEcho(agent.port, 1024 * KIB)).toBe(true);
+    const frames = recorder.opens().filter((open) => open.carriedIn === "frame");
+    expect(frames.length).toBeGreaterThan(0);
+    for (const open of frames) expect(open.maskKey).toBe("00000000");
+  });
+});

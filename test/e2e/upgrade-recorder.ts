@@ -14,7 +14,12 @@ const MAX_OPEN_FRAME_BYTES = 1 + 2 + 255 + 2 + 4 + 64 * 1024;
 const BINARY_OPCODE = 0x2;
 
 /** An OPEN as it went to the edge: in the upgrade's OPEN_HEADER (a cold open) or as a frame on the open tunnel. */
-export type RecordedOpen = { destination: Destination; carriedIn: "upgrade" | "frame" };
+export type RecordedOpen = {
+  destination: Destination;
+  carriedIn: "upgrade" | "frame";
+  /** For an OPEN frame: the masking key the agent sent it with, in hex ("00000000": unmasked). */
+  maskKey?: string;
+};
 
 export type UpgradeRecorder = {
   port: number;
@@ -42,9 +47,9 @@ class OpenFrameScanner {
   #capture: Buffer | undefined;
   #candidate = false;
 
-  /** Feeds the next bytes; returns the OPEN messages they completed. */
-  push(chunk: Buffer): Uint8Array[] {
-    const found: Uint8Array[] = [];
+  /** Feeds the next bytes; returns the OPEN messages they completed, each with its masking key. */
+  push(chunk: Buffer): { message: Uint8Array; maskKey: string }[] {
+    const found: { message: Uint8Array; maskKey: string }[] = [];
     let offset = 0;
     while (offset < chunk.byteLength) {
       if (this.#payloadLeft === 0) {
@@ -65,7 +70,7 @@ class OpenFrameScanner {
       if (this.#payloadLeft === 0 && this.#capture) {
         const message = this.#capture;
         for (let index = 0; index < message.byteLength; index++) message[index] = (message[index] ?? 0) ^ (this.#mask[index % 4] ?? 0);
-        found.push(message);
+        found.push({ message, maskKey: this.#mask.toString("hex") });
         this.#capture = undefined;
       }
     }
@@ -108,9 +113,9 @@ export async function startUpgradeRecorder(targetPort: number): Promise<UpgradeR
     let recording = true;
     let scanner: OpenFrameScanner | undefined;
     const scan = (bytes: Buffer) => {
-      for (const message of scanner?.push(bytes) ?? []) {
+      for (const { message, maskKey } of scanner?.push(bytes) ?? []) {
         const frame = decodeFrame(message);
-        if (frame.type === FrameType.Open) opens.push({ destination: frame.destination, carriedIn: "frame" });
+        if (frame.type === FrameType.Open) opens.push({ destination: frame.destination, carriedIn: "frame", maskKey });
       }
     };
     inbound.on("data", (chunk: Buffer) => {
