@@ -3,6 +3,7 @@
 // can still leave from the edge.
 
 import { DNS_MESSAGE_TYPE, DNS_PATH, MAX_DNS_MESSAGE_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
+import { readAtMost } from "../worker/dial/bounded-body.ts";
 
 /**
  * How long the edge has to answer one query. Longer than the edge's own 5 s resolver timeout,
@@ -38,13 +39,15 @@ export async function queryDnsOverEdge(url: string, token: string, query: Uint8A
     return { failure: describeFetchError(error) };
   }
   try {
+    // Neither body is read past what a DNS message can be: an edge (or whatever answers at its
+    // address) that streams without end costs the query, not the agent's memory.
+    const body = await readAtMost(response, MAX_DNS_MESSAGE_BYTES);
     if (response.status !== 200) {
-      const body = (await response.text()).split("\n")[0]?.slice(0, 300) ?? "";
-      return { failure: `edge answered HTTP ${response.status} ${body}`.trimEnd() };
+      const line = body === "too large" ? "" : (new TextDecoder().decode(body).split("\n")[0]?.slice(0, 300) ?? "");
+      return { failure: `edge answered HTTP ${response.status} ${line}`.trimEnd() };
     }
-    const answer = new Uint8Array(await response.arrayBuffer());
-    if (answer.byteLength > MAX_DNS_MESSAGE_BYTES) return { failure: `edge's answer is ${answer.byteLength} bytes, over ${MAX_DNS_MESSAGE_BYTES}` };
-    return { answer };
+    if (body === "too large") return { failure: `edge's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes` };
+    return { answer: body };
   } catch (error) {
     return { failure: describeFetchError(error) };
   }

@@ -7,6 +7,7 @@ import { bearerToken, tokenMatches } from "./auth.ts";
 import type { EdgeConfig, EdgeEnv } from "./config.ts";
 import { configOrRefusal, refuse } from "./refusal.ts";
 import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol.ts";
+import { readAtMost } from "./dial/bounded-body.ts";
 
 /** Answers a DNS query: 200 with the resolver's answer, or the status that says why not. */
 export async function handleDnsRequest(request: Request, env: EdgeEnv): Promise<Response> {
@@ -44,9 +45,7 @@ async function askResolver(query: Uint8Array, config: EdgeConfig): Promise<Uint8
       signal: AbortSignal.timeout(config.dohTimeoutMs),
     });
   } catch (error) {
-    if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) {
-      return `resolver did not answer within ${config.dohTimeoutMs} ms`;
-    }
+    if (isTimeout(error)) return `resolver did not answer within ${config.dohTimeoutMs} ms`;
     // The URL stays out of the reason: it may carry a resolver account's secret path.
     return `resolver unreachable: ${oneLine(error instanceof Error ? error.message : String(error))}`;
   }
@@ -63,6 +62,8 @@ async function askResolver(query: Uint8Array, config: EdgeConfig): Promise<Uint8
   try {
     answer = await readAtMost(response, MAX_DNS_MESSAGE_BYTES);
   } catch (error) {
+    // The fetch's timeout also covers the body: an answer still arriving at it is no answer in time.
+    if (isTimeout(error)) return `resolver did not answer within ${config.dohTimeoutMs} ms`;
     return `resolver's answer broke off: ${oneLine(error instanceof Error ? error.message : String(error))}`;
   }
   if (answer === "too large") return `resolver's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes`;
@@ -70,34 +71,9 @@ async function askResolver(query: Uint8Array, config: EdgeConfig): Promise<Uint8
   return answer;
 }
 
-/** The body's bytes, or "too large" as soon as it passes maxBytes (the rest is not read). */
-async function readAtMost(message: Request | Response, maxBytes: number): Promise<Uint8Array | "too large"> {
-  const declared = Number(message.headers.get("Content-Length") ?? "0");
-  if (declared > maxBytes) {
-    await message.body?.cancel();
-    return "too large";
-  }
-  if (!message.body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = message.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel();
-      return "too large";
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+/** Whether `error` is the fetch's AbortSignal.timeout firing. */
+function isTimeout(error: unknown): boolean {
+  return error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
 }
 
 /** The media type of a Content-Type header, lower-cased and without parameters. */

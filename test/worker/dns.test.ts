@@ -1,17 +1,23 @@
 // POST /dns (docs/protocol.md §9): the refusals in their order, a query answered through a
-// DoH resolver stub on loopback (test/dns/doh-stub.ts), and each way the resolver can fail.
+// DoH resolver stub on loopback (test/dns/doh-stub.ts), and each way the resolver can fail:
+// down, silent, redirecting, oversized. Then the same resolver failures for resolveName, the
+// edge's other DoH client (worker/dial/resolver.ts).
 
 import { createExecutionContext } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
-import type { EdgeEnv } from "../../worker/config.ts";
+import { DEFAULT_DOH_TIMEOUT_MS, loadEdgeConfig, type EdgeConfig, type EdgeEnv } from "../../worker/config.ts";
+import { resolveName } from "../../worker/dial/resolver.ts";
+import { NameCache } from "../../worker/dial/name-cache.ts";
 import app from "../../worker/index.ts";
 import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../../worker/protocol.ts";
 import { KNOWN_ADDRESS, KNOWN_NAME, buildQuery, parseAnswer } from "../dns/dns-message.ts";
-import { DohStubPath } from "../dns/doh-stub.ts";
+import { DohStubPath, type StubStats } from "../dns/doh-stub.ts";
 import { TEST_TOKEN } from "./tunnel-client.ts";
 
 const stubUrl = (path: string): string => `http://127.0.0.1:${inject("dohStubPort")}${path}`;
+/** How late past a timeout an answer may come on a busy 2-core machine and still count as on time. */
+const TIMEOUT_SLACK_MS = 2_000;
 const answeringEnv: EdgeEnv = { EDGESOCKS_TOKEN: TEST_TOKEN, EDGESOCKS_DOH_URL: stubUrl(DohStubPath.Answer) };
 
 /** The headers of a valid query; an override of undefined leaves that header out. */
@@ -95,6 +101,25 @@ describe("POST /dns request checks", () => {
     await expectRefusal(await requestDns(answeringEnv, { body }), 413, `a DNS message is at most ${MAX_DNS_MESSAGE_BYTES} bytes\n`);
   });
 
+  it("answers 413 to a body that never ends, and cancels it instead of reading on", async () => {
+    const chunk = new Uint8Array(16 * 1024);
+    let pulledBytes = 0;
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.enqueue(chunk);
+        pulledBytes += chunk.byteLength;
+      },
+      cancel() {
+        cancelled = true;
+      },
+    });
+    await expectRefusal(await requestDns(answeringEnv, { body }), 413, `a DNS message is at most ${MAX_DNS_MESSAGE_BYTES} bytes\n`);
+    await expect.poll(() => cancelled).toBe(true);
+    // The bound plus what the stream queued ahead of the reader, not the unbounded rest.
+    expect(pulledBytes).toBeLessThanOrEqual(MAX_DNS_MESSAGE_BYTES + 4 * chunk.byteLength);
+  });
+
   it("answers 400 to a body shorter than a DNS header", async () => {
     const response = await requestDns(answeringEnv, { body: new Uint8Array(11) });
     await expectRefusal(response, 400, "a DNS message is at least 12 bytes (its header); this one is 11\n");
@@ -134,5 +159,99 @@ describe("POST /dns answers", () => {
   it("answers 502 'resolver unreachable' when nothing listens at the resolver URL", async () => {
     const response = await requestDns({ ...answeringEnv, EDGESOCKS_DOH_URL: `http://127.0.0.1:${inject("closedPort")}/dns-query` });
     await expectRefusal(response, 502, /^resolver unreachable: .+\n$/);
+  });
+});
+
+/** The stub's counters, fetched over HTTP: the stub runs in Node, these tests in workerd. */
+async function stubStats(): Promise<StubStats> {
+  return (await (await fetch(stubUrl(DohStubPath.Stats))).json()) as StubStats;
+}
+
+const envFor = (path: string): EdgeEnv => ({ ...answeringEnv, EDGESOCKS_DOH_URL: stubUrl(path) });
+
+describe("POST /dns against a resolver that misbehaves", () => {
+  it(`answers 502 'resolver did not answer within ${DEFAULT_DOH_TIMEOUT_MS} ms' when the resolver never answers, and hangs up on it`, async () => {
+    const before = await stubStats();
+    const startedAt = Date.now();
+    const response = await requestDns(envFor(DohStubPath.Hang));
+    const elapsedMs = Date.now() - startedAt;
+    await expectRefusal(response, 502, `resolver did not answer within ${DEFAULT_DOH_TIMEOUT_MS} ms\n`);
+    expect(elapsedMs).toBeGreaterThanOrEqual(DEFAULT_DOH_TIMEOUT_MS);
+    expect(elapsedMs).toBeLessThan(DEFAULT_DOH_TIMEOUT_MS + TIMEOUT_SLACK_MS);
+    // The edge's abort closes its connection to the resolver: nothing is left waiting there.
+    await expect.poll(async () => (await stubStats()).unansweredAbandoned - before.unansweredAbandoned).toBe(1);
+  });
+
+  it("gives the same 502 when the resolver sends its headers and then no body: the timeout covers the answer's bytes too", async () => {
+    const before = await stubStats();
+    const startedAt = Date.now();
+    const response = await requestDns(envFor(DohStubPath.HangAfterHeaders));
+    const elapsedMs = Date.now() - startedAt;
+    await expectRefusal(response, 502, `resolver did not answer within ${DEFAULT_DOH_TIMEOUT_MS} ms\n`);
+    expect(elapsedMs).toBeGreaterThanOrEqual(DEFAULT_DOH_TIMEOUT_MS);
+    expect(elapsedMs).toBeLessThan(DEFAULT_DOH_TIMEOUT_MS + TIMEOUT_SLACK_MS);
+    await expect.poll(async () => (await stubStats()).unansweredAbandoned - before.unansweredAbandoned).toBe(1);
+  });
+
+  for (const status of [301, 302, 303, 307, 308]) {
+    it(`does not follow a ${status} redirect: 502 'resolver answered HTTP ${status}', and the query never reaches the Location`, async () => {
+      const before = await stubStats();
+      const response = await requestDns(envFor(`${DohStubPath.Redirect}?status=${status}`));
+      await expectRefusal(response, 502, `resolver answered HTTP ${status}\n`);
+      expect((await stubStats()).redirectTargetHits).toBe(before.redirectTargetHits);
+    });
+  }
+
+  it(`answers 502 to an answer whose Content-Length is over ${MAX_DNS_MESSAGE_BYTES} bytes`, async () => {
+    const response = await requestDns(envFor(DohStubPath.Oversized));
+    await expectRefusal(response, 502, `resolver's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes\n`);
+  });
+
+  it(`stops reading an answer without a Content-Length once it passes ${MAX_DNS_MESSAGE_BYTES} bytes, and answers 502 at once`, async () => {
+    const before = await stubStats();
+    const startedAt = Date.now();
+    const response = await requestDns(envFor(DohStubPath.Flood));
+    const elapsedMs = Date.now() - startedAt;
+    await expectRefusal(response, 502, `resolver's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes\n`);
+    expect(elapsedMs).toBeLessThan(DEFAULT_DOH_TIMEOUT_MS);
+    // The edge hung up with most of the FLOOD_ANSWER_BYTES unsent: it never buffered them.
+    await expect.poll(async () => (await stubStats()).floodAbandoned - before.floodAbandoned).toBe(1);
+    expect((await stubStats()).floodCompleted).toBe(before.floodCompleted);
+  });
+});
+
+// The resolver the edge classifies refused dials with (worker/dial/resolver.ts), against the
+// same misbehaving resolver: called directly, as a tunnel's dial does, with a cache of its own.
+describe("resolveName against a resolver that misbehaves", () => {
+  const configFor = (path: string): EdgeConfig => loadEdgeConfig(envFor(path));
+
+  it(`fails with 'resolver did not answer within ${DEFAULT_DOH_TIMEOUT_MS} ms' when the resolver never answers`, async () => {
+    const startedAt = Date.now();
+    const resolution = await resolveName(KNOWN_NAME, configFor(DohStubPath.Hang), new NameCache());
+    const elapsedMs = Date.now() - startedAt;
+    expect(resolution).toEqual({ kind: "failed", reason: `resolver did not answer within ${DEFAULT_DOH_TIMEOUT_MS} ms` });
+    expect(elapsedMs).toBeGreaterThanOrEqual(DEFAULT_DOH_TIMEOUT_MS);
+    expect(elapsedMs).toBeLessThan(DEFAULT_DOH_TIMEOUT_MS + TIMEOUT_SLACK_MS);
+  });
+
+  it("does not follow a 307 redirect: fails with 'resolver answered HTTP 307', the Location never asked", async () => {
+    const before = await stubStats();
+    const resolution = await resolveName(KNOWN_NAME, configFor(DohStubPath.Redirect), new NameCache());
+    expect(resolution).toEqual({ kind: "failed", reason: "resolver answered HTTP 307" });
+    expect((await stubStats()).redirectTargetHits).toBe(before.redirectTargetHits);
+  });
+
+  it(`fails with 'resolver's answer is too large' for an answer over ${MAX_DNS_MESSAGE_BYTES} bytes`, async () => {
+    const resolution = await resolveName(KNOWN_NAME, configFor(DohStubPath.Oversized), new NameCache());
+    expect(resolution).toEqual({ kind: "failed", reason: "resolver's answer is too large" });
+  });
+
+  it(`stops reading an answer without a Content-Length once it passes ${MAX_DNS_MESSAGE_BYTES} bytes`, async () => {
+    const before = await stubStats();
+    const resolution = await resolveName(KNOWN_NAME, configFor(DohStubPath.Flood), new NameCache());
+    expect(resolution).toEqual({ kind: "failed", reason: "resolver's answer is too large" });
+    // A and AAAA: two answers, each hung up on long before FLOOD_ANSWER_BYTES.
+    await expect.poll(async () => (await stubStats()).floodAbandoned - before.floodAbandoned).toBe(2);
+    expect((await stubStats()).floodCompleted).toBe(before.floodCompleted);
   });
 });

@@ -6,6 +6,7 @@ import type { EdgeConfig } from "../config.ts";
 import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../protocol.ts";
 import { DnsWireError, Rcode, RecordType, encodeAddressQuery, parseAddressAnswer, type AddressRecordType } from "./dns-wire.ts";
 import { NameCache, type NameEntry } from "./name-cache.ts";
+import { readAtMost } from "./bounded-body.ts";
 
 /** The isolate's names: one cache for every tunnel it serves. */
 export const isolateNames = new NameCache();
@@ -53,8 +54,9 @@ async function query(name: string, type: AddressRecordType, config: EdgeConfig):
       await response.body?.cancel();
       return `resolver answered HTTP ${response.status}`;
     }
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    if (bytes.byteLength > MAX_DNS_MESSAGE_BYTES) return "resolver's answer is too large";
+    // Read no further than a DNS message can be: an answer streamed without end stops here.
+    const bytes = await readAtMost(response, MAX_DNS_MESSAGE_BYTES);
+    if (bytes === "too large") return "resolver's answer is too large";
     return parseAddressAnswer(bytes, type);
   } catch (error) {
     if (error instanceof DnsWireError) return `resolver's answer is malformed: ${error.message}`;
