@@ -7,6 +7,7 @@ import { verdictsFor } from "./cloudflare-verdicts.ts";
 import type { AgentConfig } from "./config.ts";
 import { startDirectStream } from "./direct-stream.ts";
 import { missedPong } from "./edge-socket.ts";
+import { trackStream, type StreamHold } from "./held-bytes.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { STATUS_NAMES, resetConnection, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
 import { sendOpen } from "./stream-open.ts";
@@ -46,6 +47,7 @@ export class AgentStream {
   readonly #receive: ReceiveWindow;
   readonly #upload: UploadSender;
   #phase: Phase = "opening";
+  readonly #untrack: () => void;
   #edge: WebSocket | undefined;
   /** Where the tunnel goes back once the stream is over, for the next stream. */
   #pool: TunnelPool | undefined;
@@ -80,6 +82,12 @@ export class AgentStream {
       readsBeforeOpened: config.zeroRtt,
       onEndSent: () => this.#finishIfDone(),
     });
+    this.#untrack = trackStream(this);
+  }
+
+  /** What this stream holds now (SIGUSR2's log line): download not yet taken by the client, upload not yet sent. */
+  hold(): StreamHold {
+    return { downloadHeldBytes: this.#receive.heldBytes, uploadHeldBytes: this.#upload.pendingBytes };
   }
 
   /**
@@ -143,13 +151,16 @@ export class AgentStream {
 
   #onEdgeMessage(data: Buffer, isBinary: boolean): void {
     if (this.#phase === "closed") return;
-    // On a reused tunnel, what the edge sent its last stream before it heard that stream was
-    // over (a WINDOW for bytes it delivered, DATA that crossed our RESET) arrives before our
-    // OPENED: every frame the edge sends this stream comes after OPENED, so these are not ours.
-    if (this.#phase === "opening" && this.#tunnelReused && isBinary && isStaleFrame(data)) return;
     try {
       if (!isBinary) throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
-      this.#dispatch(decodeFrame(data));
+      // Decoded first: a message that does not decode is 4400 on any tunnel (docs/protocol.md
+      // §3), never a leftover to drop.
+      const frame = decodeFrame(data);
+      // On a reused tunnel, what the edge sent its last stream before it heard that stream was
+      // over (a WINDOW for bytes it delivered, DATA that crossed our RESET) arrives before our
+      // OPENED: every frame the edge sends this stream comes after OPENED, so these are not ours.
+      if (this.#phase === "opening" && this.#tunnelReused && isStaleFrame(data)) return;
+      this.#dispatch(frame);
     } catch (error) {
       // A bug must cost this one stream, never the agent and every other connection with it.
       const failure =
@@ -223,6 +234,7 @@ export class AgentStream {
     if (this.#config.onCloudflare === "direct") {
       verdicts.remember(host, verdictSeconds);
       this.#phase = "closed";
+      this.#untrack(); // the direct stream takes the client over
       clearTimeout(this.#openTimer);
       for (const [event, listener] of this.#clientListeners) this.#client.off(event, listener as (...args: unknown[]) => void);
       this.#releaseEdge("open failed");
@@ -345,6 +357,7 @@ export class AgentStream {
   #finish(result: string, level: "info" | "warn"): void {
     if (this.#phase === "closed") return;
     this.#phase = "closed";
+    this.#untrack();
     clearTimeout(this.#openTimer);
     this.#upload.close();
     const seconds = ((Date.now() - this.#startedAtMs) / 1000).toFixed(2);

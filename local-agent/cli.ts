@@ -3,6 +3,7 @@
 
 import { ConfigError, USAGE, parseAgentCommand } from "./config.ts";
 import { probeEdge } from "./edge-probe.ts";
+import { holdLine } from "./held-bytes.ts";
 import { createLogger } from "./log.ts";
 import { startAgent } from "./server.ts";
 import { EDGESOCKS_VERSION } from "../worker/version.ts";
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGUSR2", () => log.info(holdLine()));
 }
 
 void main();

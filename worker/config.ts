@@ -24,6 +24,8 @@ export type EdgeEnv = {
   EDGESOCKS_NAT64_PREFIX?: string;
   /** Dev and tests only, no use in production: CIDRs the local edge treats as Cloudflare's (worker/dial/emulation.ts). */
   EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS?: string;
+  /** Dev and tests only: "1" serves GET /dev/counters (token required), the isolate's held bytes (worker/dev-counters.ts). */
+  EDGESOCKS_DEV_COUNTERS?: string;
 };
 
 /** Which destinations the upstream proxy carries. */

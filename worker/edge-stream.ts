@@ -5,6 +5,7 @@ import { errorMessage } from "./connect-error.ts";
 import type { EdgeConfig } from "./config.ts";
 import { DialAttempt, dialDestination } from "./dial/dial-destination.ts";
 import { ReceiveWindow, SendCredit } from "./flow-control.ts";
+import { trackStream, type StreamHold } from "./held-bytes.ts";
 import {
   CloseCode,
   DATA_HEADER_BYTES,
@@ -86,6 +87,12 @@ export class EdgeStream {
     this.finished = new Promise((resolve) => {
       this.#resolveFinished = resolve;
     });
+    trackStream(this, this.finished);
+  }
+
+  /** What this stream holds now: upload bytes not yet written onward, download bytes not yet credited back. */
+  hold(): StreamHold {
+    return { uploadHeldBytes: this.#receive.heldBytes, downloadUncreditedBytes: Math.max(0, this.#open.windowBytes - this.#credit.availableBytes) };
   }
 
   /** Dials the destination (worker/dial/) and answers OPENED; then relays until both directions end. */

@@ -12,7 +12,8 @@ declare module "vitest" {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const edge = await startEdge();
+  // Dev counters on: the memory tests read the isolate's held bytes (worker/dev-counters.ts).
+  const edge = await startEdge({ EDGESOCKS_DEV_COUNTERS: "1" });
   project.provide("edgeUrl", edge.url);
   project.provide("edgeToken", edge.token);
   project.provide("edgeWranglerPid", edge.wranglerPid);

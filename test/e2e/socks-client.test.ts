@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, echo, startTcpOrigin, writeRandom, type Listening } from "./origins.ts";
 import { findWorkerdPids, freePort, rssBytes, startAgent, type RunningAgent } from "./processes.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
+import { DEFAULT_WINDOW_BYTES } from "../../worker/protocol.ts";
+import type { IsolateHold } from "../../worker/held-bytes.ts";
 import type { Server } from "node:net";
 
 const KIB = 1024;
@@ -98,6 +100,25 @@ async function peakGrowthOverStall(baseline: RelayMemory & { workerdPid: number 
   return { workerd: peak.workerd - baseline.workerd, agent: peak.agent - baseline.agent };
 }
 
+/** What the edge's isolate holds for its streams now, by flow control's count (GET /dev/counters). */
+async function edgeHold(): Promise<IsolateHold> {
+  const response = await fetch(`${inject("edgeUrl")}/dev/counters`, { headers: { Authorization: `Bearer ${inject("edgeToken")}` } });
+  expect(response.status).toBe(200);
+  return (await response.json()) as IsolateHold;
+}
+
+/** What the agent holds for its streams now: the line its SIGUSR2 logs. */
+async function agentHold(): Promise<{ streams: number; download: number; upload: number }> {
+  const before = agent.log().length;
+  process.kill(agent.pid, "SIGUSR2");
+  for (const deadline = Date.now() + 5_000; Date.now() < deadline; ) {
+    const match = /held: (\d+) streams through the edge; download (\d+) bytes not yet taken by clients, upload (\d+) bytes not yet sent/.exec(agent.log().slice(before));
+    if (match) return { streams: Number(match[1]), download: Number(match[2]), upload: Number(match[3]) };
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error("the agent logged no held line after SIGUSR2");
+}
+
 /** The RSS of the Worker's own workerd and of the agent now, with workerd's pid for later samples. */
 function relayRss(): RelayMemory & { workerdPid: number } {
   const workerdPid = findWorkerdPids({ wranglerPid: inject("edgeWranglerPid"), url: inject("edgeUrl") }).workerPid;
@@ -137,6 +158,16 @@ describe("a client that stops reading a 512 MiB download", () => {
     expect(stalledAt).toBeLessThan(totalBytes / 4);
     expect(growth.workerd).toBeLessThan(128 * MIB);
     expect(growth.agent).toBeLessThan(128 * MIB);
+    // The promise itself, by flow control's counters: the edge has sent one window it has not had
+    // credited back (more than half of it: the stall is the window's doing, not a slow origin),
+    // and the agent holds no more than that window for a client that does not read.
+    const edge = await edgeHold();
+    expect(edge.streams).toBe(1);
+    expect(edge.downloadUncreditedBytes).toBeGreaterThan(DEFAULT_WINDOW_BYTES / 2);
+    expect(edge.downloadUncreditedBytes).toBeLessThanOrEqual(DEFAULT_WINDOW_BYTES);
+    const held = await agentHold();
+    expect(held.streams).toBe(1);
+    expect(held.download).toBeLessThanOrEqual(DEFAULT_WINDOW_BYTES);
 
     socket.resume();
     await ended;
@@ -196,6 +227,15 @@ describe("a destination that stops reading a 512 MiB upload", () => {
     expect(clientWroteWhileStalled).toBeLessThan(totalBytes / 4);
     expect(growth.workerd).toBeLessThan(128 * MIB);
     expect(growth.agent).toBeLessThan(128 * MIB);
+    // By the counters: the edge holds at most its window of upload for a destination that does
+    // not read, and the agent at most one frame it may send plus one frame's read-ahead.
+    const edge = await edgeHold();
+    expect(edge.streams).toBe(1);
+    expect(edge.uploadHeldBytes).toBeGreaterThan(0);
+    expect(edge.uploadHeldBytes).toBeLessThanOrEqual(DEFAULT_WINDOW_BYTES);
+    const held = await agentHold();
+    expect(held.streams).toBe(1);
+    expect(held.upload).toBeLessThanOrEqual(2 * 256 * 1024);
 
     destinationSocket?.resume();
     const [sent, got] = await Promise.all([sentSha256, received]);
@@ -205,5 +245,13 @@ describe("a destination that stops reading a 512 MiB upload", () => {
     console.log(
       `client held at ${(clientWroteWhileStalled / MIB).toFixed(1)} MiB written; RSS growth while stalled: workerd ${(growth.workerd / MIB).toFixed(1)} MiB, agent ${(growth.agent / MIB).toFixed(1)} MiB`,
     );
+  });
+});
+
+describe("GET /dev/counters on the dev edge (EDGESOCKS_DEV_COUNTERS=1)", () => {
+  it("answers 401 without the token, and the counts with it", async () => {
+    const refused = await fetch(`${inject("edgeUrl")}/dev/counters`);
+    expect(refused.status).toBe(401);
+    expect(await edgeHold()).toMatchObject({ streams: expect.any(Number), uploadHeldBytes: expect.any(Number), downloadUncreditedBytes: expect.any(Number) });
   });
 });

@@ -10,3 +10,11 @@ describe("GET /healthz", () => {
     expect(await response.json()).toEqual({ name: "edgesocks", version: EDGESOCKS_VERSION, protocol: PROTOCOL_VERSION, protocols: PROTOCOL_VERSIONS });
   });
 });
+
+describe("GET /dev/counters", () => {
+  it("is not found unless EDGESOCKS_DEV_COUNTERS is 1, as on any deployed Worker", async () => {
+    const response = await exports.default.fetch("http://edge.test/dev/counters");
+    expect(response.status).toBe(404);
+    expect(await response.text()).toMatch(/^not found: edgesocks serves/);
+  });
+});

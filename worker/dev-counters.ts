@@ -1,0 +1,22 @@
+// GET /dev/counters, for the local edge's tests and benchmarks only (EDGESOCKS_DEV_COUNTERS=1):
+// what the isolate holds for its streams by flow control's count (held-bytes.ts), so a memory
+// test can check the one-window bound itself rather than only the process's RSS. Off, the path
+// is not found, as on any deployed Worker; on, it still needs the token.
+
+import { bearerToken, tokenMatches } from "./auth.ts";
+import type { EdgeEnv } from "./config.ts";
+import { isolateHold } from "./held-bytes.ts";
+import { configOrRefusal, refuse } from "./refusal.ts";
+
+export const DEV_COUNTERS_PATH = "/dev/counters";
+
+export async function handleDevCounters(request: Request, env: EdgeEnv): Promise<Response | undefined> {
+  if (env.EDGESOCKS_DEV_COUNTERS !== "1") return undefined;
+  const config = configOrRefusal(env, "answers");
+  if (config instanceof Response) return config;
+  const presented = bearerToken(request.headers.get("Authorization"));
+  if (presented === undefined || !(await tokenMatches(presented, config.tokens))) {
+    return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
+  }
+  return Response.json(isolateHold(), { headers: { "Cache-Control": "no-store" } });
+}
