@@ -7,8 +7,7 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
-import { headerValue, startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
-import { OPEN_HEADER, decodeHeaderOpen } from "../../worker/protocol.ts";
+import { startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
 
 let origin: HttpOrigin;
 let recorder: UpgradeRecorder;
@@ -20,7 +19,8 @@ beforeAll(async () => {
   origin = await startHttpOrigin();
   refusedPort = await freePort();
   recorder = await startUpgradeRecorder(Number(new URL(inject("edgeUrl")).port));
-  // No warm pool: every stream opens a tunnel of its own, whose upgrade names its destination.
+  // No warm pool: the first stream opens a tunnel whose upgrade names its destination, and later
+  // ones send their OPEN on it (or on a tunnel of their own); the recorder sees every OPEN.
   agent = await startAgent(`http://127.0.0.1:${recorder.port}`, inject("edgeToken"), ["--pool-size", "0"]);
 });
 afterAll(async () => {
@@ -44,12 +44,9 @@ function exchange(request: string): Promise<{ answer: string; endedByAgent: bool
   });
 }
 
-/** The destination port of every tunnel the agent has opened so far. */
+/** The destination port of every OPEN the agent has sent so far, in an upgrade or on an open tunnel. */
 function tunnelPorts(): number[] {
-  return recorder.heads().flatMap((head) => {
-    const open = headerValue(head, OPEN_HEADER);
-    return open === undefined ? [] : [decodeHeaderOpen(open).destination.port];
-  });
+  return recorder.opens().map((open) => open.destination.port);
 }
 
 /**
@@ -58,10 +55,10 @@ function tunnelPorts(): number[] {
  * opened for it would have been recorded before this one.
  */
 async function expectNoTunnelForRefused(): Promise<void> {
-  const before = recorder.heads().length;
+  const before = recorder.opens().length;
   const served = await exchange(`GET http://127.0.0.1:${origin.port}/data.json HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\nConnection: close\r\n\r\n`);
   expect(served.answer).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\{"answer":42\}/);
-  await recorder.waitForHeads(before + 1);
+  await recorder.waitForOpens(before + 1);
   expect(tunnelPorts()).toContain(origin.port);
   expect(tunnelPorts()).not.toContain(refusedPort);
 }

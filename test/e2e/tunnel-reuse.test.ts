@@ -18,14 +18,18 @@ const origins: Listening<Server>[] = [];
 let echoPort: number;
 /** Sends 64 MiB, far more than the window, so that the stream is mid-transfer when a side resets it. */
 let endlessPort: number;
-/** Sends 64 KiB, then resets the connection. */
+/** Sends 64 KiB, then resets the connection once the test says its client has them (resetDestination). */
 let resettingPort: number;
+const toReset: Socket[] = [];
 
 beforeAll(async () => {
   const started = await Promise.all([
     startTcpOrigin(echo),
     startTcpOrigin((socket) => void writeRandom(socket, 64 * 1024 * KIB).catch(() => {})),
-    startTcpOrigin((socket) => socket.write(randomBytes(64 * KIB), () => socket.resetAndDestroy())),
+    startTcpOrigin((socket) => {
+      toReset.push(socket);
+      socket.write(randomBytes(64 * KIB));
+    }),
   ]);
   origins.push(...started);
   [echoPort, endlessPort, resettingPort] = started.map((listening) => listening.port) as [number, number, number];
@@ -33,6 +37,25 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(origins.map((listening) => listening.close()));
 });
+
+/**
+ * Connects to the resetting origin, and once the client has its 64 KiB (so the reset is not
+ * racing the bytes to the edge: a reset that overtakes them at the edge reads as an end there),
+ * resets the destination; resolves with how the client's connection ended.
+ */
+async function destinationReset(agentPort: number): Promise<string> {
+  const socket = await socksConnect(agentPort, "127.0.0.1", resettingPort);
+  const ending = socketEnding(socket);
+  let receivedBytes = 0;
+  await new Promise<void>((resolve) =>
+    socket.on("data", (chunk: Buffer) => {
+      receivedBytes += chunk.byteLength;
+      if (receivedBytes >= 64 * KIB) resolve();
+    }),
+  );
+  toReset.shift()?.resetAndDestroy();
+  return (await ending).how;
+}
 
 /** One echo exchange of `bytes` random bytes through the agent; true when every byte came back. */
 async function checkedEcho(agentPort: number, bytes: number): Promise<boolean> {
@@ -81,8 +104,7 @@ describe("a tunnel after every kind of stream end (--pool-size 0: no spares, so 
     }
     await agent.waitForLog(new RegExp(`-> 127\\.0\\.0\\.1:${endlessPort} via edge .* client closed the connection`));
 
-    const reset = await socksConnect(agent.port, "127.0.0.1", resettingPort);
-    expect((await socketEnding(reset)).how).toBe("ECONNRESET");
+    expect(await destinationReset(agent.port)).toBe("ECONNRESET");
     expect(await checkedEcho(agent.port, 200 * KIB)).toBe(true);
 
     const closedPort = await freePort();
@@ -152,8 +174,7 @@ describe("a reused tunnel whose stream the destination resets", () => {
 
   it("resets the client, and the tunnel serves on", async () => {
     expect(await checkedEcho(agent.port, 1 * KIB)).toBe(true);
-    const socket: Socket = await socksConnect(agent.port, "127.0.0.1", resettingPort);
-    expect((await socketEnding(socket)).how).toBe("ECONNRESET");
+    expect(await destinationReset(agent.port)).toBe("ECONNRESET");
     expect(await checkedEcho(agent.port, 1 * KIB)).toBe(true);
     expect(recorder.heads()).toHaveLength(1);
   });
