@@ -23,7 +23,7 @@ import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import type { Logger } from "./log.ts";
-import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, REUSED_MAX_IDLE_MS } from "../worker/protocol.ts";
+import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame } from "../worker/protocol.ts";
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
 const FIRST_RETRY_MS = 1_000;
@@ -56,6 +56,18 @@ const MAX_EXTRA_TAKEN_BACK = 16;
 
 /** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
 const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.End, FrameType.Reset]);
+
+/** Why `data` is no frame of the protocol (a text message, or one that does not decode), or undefined for a frame. */
+function malformedReason(data: Buffer, isBinary: boolean): string | undefined {
+  if (!isBinary) return "text messages are not part of the protocol";
+  try {
+    decodeFrame(data);
+    return undefined;
+  } catch (error) {
+    if (error instanceof ProtocolError) return error.message;
+    throw error;
+  }
+}
 
 /** Whether `data`, a frame arriving on a tunnel whose stream is over, is a leftover of that stream. */
 export function isStaleFrame(data: Buffer): boolean {
@@ -177,9 +189,12 @@ export class TunnelPool {
     if (this.#ready.length >= this.#config.poolSize + MAX_EXTRA_TAKEN_BACK) return false;
     this.#carried.delete(socket);
     let spare: Spare | undefined;
-    // Leftovers of the stream just over may still arrive; any other frame breaks the protocol.
-    const onMessage = (data: Buffer) => {
-      if (!isStaleFrame(data)) this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
+    // Leftovers of the stream just over may still arrive; any other frame breaks the protocol,
+    // and a message that does not decode is 4400 here as on any tunnel.
+    const onMessage = (data: Buffer, isBinary: boolean) => {
+      const malformed = malformedReason(data, isBinary);
+      if (malformed !== undefined) this.#retire(socket, malformed, CloseCode.MalformedFrame);
+      else if (!isStaleFrame(data)) this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
     };
     const onClose = () => {
       const index = spare === undefined ? -1 : this.#ready.indexOf(spare);
@@ -260,7 +275,11 @@ export class TunnelPool {
       why ||= error.message;
     };
     // A spare carries no stream: any frame on it is a broken edge.
-    const onMessage = () => this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
+    const onMessage = (data: Buffer, isBinary: boolean) => {
+      const malformed = malformedReason(data, isBinary);
+      if (malformed !== undefined) this.#retire(socket, malformed, CloseCode.MalformedFrame);
+      else this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
+    };
     const onClose = (code: number, reason: Buffer) => {
       const cause = why || `closed by the edge (${code}${reason.byteLength > 0 ? ` ${reason.toString("utf8")}` : ""})`;
       if (this.#connecting.delete(socket)) {

@@ -115,7 +115,9 @@ export class TunnelSession {
     this.#discardingStaleFrames = false;
     const done = stream.finished.then((outcome) => this.#streamFinished(stream, outcome));
     this.#waitUntil(done);
-    void stream.start();
+    // A throw inside the dial would otherwise leave the agent waiting for an OPENED until its own
+    // timeout: close with 4500 as for any other bug, which costs this tunnel only.
+    stream.start().catch(() => this.#close(CloseCode.InternalError, "internal error"));
   }
 
   #streamFinished(stream: EdgeStream, outcome: StreamOutcome): void {
