@@ -28,7 +28,9 @@ export default defineConfig({
         plugins: [
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
-            miniflare: { bindings: { EDGESOCKS_TOKEN: WORKER_TEST_TOKENS } },
+            // A resolver on a loopback port where nothing listens unless a test names its stub:
+            // the Worker's default (Cloudflare's DoH) would be a request off this machine.
+            miniflare: { bindings: { EDGESOCKS_TOKEN: WORKER_TEST_TOKENS, EDGESOCKS_DOH_URL: "http://127.0.0.1:9/dns-query" } },
           }),
         ],
         test: {

@@ -50,6 +50,9 @@ async function isEmulatedCloudflare(host: string, config: EdgeConfig): Promise<b
   if (literal) return inRanges(literal, ranges);
   const resolution = await resolveName(host, config);
   if (resolution.kind !== "resolved") return false;
+  // Production refuses a name with no address the same way; refused here without dialing, so
+  // local workerd does not ask the machine's own DNS about it (a packet off loopback).
+  if (resolution.entry.addresses.length === 0) return true;
   return resolution.entry.addresses.some((address) => {
     const bytes = literalBytes(address);
     return bytes !== undefined && inRanges(bytes, ranges);
