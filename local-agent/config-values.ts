@@ -36,11 +36,13 @@ export const LIMITS = {
   // at once. Each spare is a Worker request, renewed every POOLED_MAX_IDLE_MS while unused
   // (4 spares: about 1,440 requests a day of the free plan's 100,000).
   poolSize: { flag: "--pool-size", min: 0, max: 64, fallback: 4 },
-  // Streams one tunnel (one Worker invocation) carries one after another before it is retired:
-  // under the free plan's 50 subrequests per invocation at the edge's worst case of 3 per stream
-  // (connect(), a DoH lookup of a refused name, a fallback's connect()), and inside its 10 ms of
-  // CPU for short streams (docs/benchmarks.md: Worker cost per stream). 1 turns reuse off.
-  maxStreamsPerTunnel: { flag: "--max-streams-per-tunnel", min: 1, max: 10_000, fallback: 16 },
+  // Streams one tunnel (one Worker invocation) carries one after another before it is retired.
+  // The free plan's 10 ms of CPU per invocation decides it, not its 50 subrequests: one stream
+  // costs the Worker ~1.6 ms of JavaScript and a tunnel ~0.14 ms (npm run bench:cost), so 4
+  // streams take ~6.5 ms and leave ~3.5 MB of download for their bytes; 16 would need ~25 ms.
+  // Subrequests at 4: at most 7 per stream (connect(), two DoH queries for a refused name, an
+  // upstream, a relay, two NAT64 addresses), 28 of 50. Paid plans raise it. 1 turns reuse off.
+  maxStreamsPerTunnel: { flag: "--max-streams-per-tunnel", min: 1, max: 10_000, fallback: 4 },
   // How long a SIGTERM or SIGINT lets open transfers finish before the rest are reset: inside
   // `docker stop`'s 10 s grace (and systemd's 90 s), so the reset, not a SIGKILL's quiet close
   // of every socket, is what a client whose transfer was cut sees.

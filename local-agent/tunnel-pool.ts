@@ -50,7 +50,7 @@ const IDLE_SHRINK_MS = 15 * 60_000;
  * Taken-back tunnels kept beyond the pool size: enough for a page's burst of connections. Fewer
  * cost requests: with 8, bursts of 10 came back to a full pool and 2 of every 10 were closed,
  * then reopened as spares: 164 tunnels per 1,000 connections in test/e2e/tunnel-reuse.test.ts,
- * 73 with 16.
+ * 73 with 16 (at --max-streams-per-tunnel 16).
  */
 const MAX_EXTRA_TAKEN_BACK = 16;
 

@@ -85,7 +85,9 @@ export async function measureRequestEconomy(workerUrl: string, token: string, se
 
 /** The report's lines: the table, and what the pool costs an idle day. */
 export function economyTable(rows: readonly EconomyRow[]): string[] {
-  const [withReuse, oneEach] = rows;
+  // The first row is the defaults, the last one tunnel per connection.
+  const withReuse = rows[0];
+  const oneEach = rows.length > 1 ? rows[rows.length - 1] : undefined;
   const lines = [
     `| setup | connections | tunnels (Worker requests) | per 1,000 connections | seconds |`,
     "| --- | --- | --- | --- | --- |",

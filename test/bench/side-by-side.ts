@@ -165,7 +165,12 @@ async function main(): Promise<void> {
       agent = await startAgent(local.agentEdgeUrl, edge.token, ["--log-level", "warn"]);
       peers.push(await startMicrosocks(), await startDante());
       await measureRounds(agent, local, peers, origin.port);
-      for (const [setup, args] of [["defaults", []], ["--max-streams-per-tunnel 1 (one tunnel per connection)", ["--max-streams-per-tunnel", "1"]]] as const) {
+      const economySetups = [
+        ["defaults", []],
+        ["--max-streams-per-tunnel 16 (a paid plan's CPU)", ["--max-streams-per-tunnel", "16"]],
+        ["--max-streams-per-tunnel 1 (one tunnel per connection)", ["--max-streams-per-tunnel", "1"]],
+      ] as const;
+      for (const [setup, args] of economySetups) {
         economy.push(await measureRequestEconomy(local.agentEdgeUrl, edge.token, setup, [...args], SIZES.economyBursts));
         progress(`request economy: ${setup} done`);
       }

@@ -152,11 +152,11 @@ describe("1,000 connections, sequential and in bursts of 10, with the default po
       exact += results.filter(Boolean).length;
     }
     expect(exact).toBe(1_000);
-    // A loose bound: one tunnel per connection would be 1,000 (plus spares); the benchmark
-    // reports the figure itself (npm run bench).
+    // A loose bound: one tunnel per connection would be 1,000 (plus spares), and 4 streams per
+    // tunnel (the default) at least 250; the benchmark reports the figure itself (npm run bench).
     const tunnels = recorder.heads().length;
     console.log(`1,000 connections took ${tunnels} tunnels (Worker requests)`);
-    expect(tunnels).toBeLessThan(200);
+    expect(tunnels).toBeLessThan(400);
   }, 120_000);
 });
 

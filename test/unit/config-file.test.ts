@@ -58,7 +58,7 @@ describe("the example docs/edgesocks.example.json", () => {
     ]);
     expect(settings.bypass).toBe("private");
     expect(settings.logLevel).toBe("info");
-    expect(settings.limits).toEqual({ maxConnections: 256, windowBytes: 1_048_576, handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, poolSize: 4, maxStreamsPerTunnel: 16, drainTimeoutMs: 5_000 });
+    expect(settings.limits).toEqual({ maxConnections: 256, windowBytes: 1_048_576, handshakeTimeoutMs: 10_000, openTimeoutMs: 15_000, pingIntervalMs: 15_000, poolSize: 4, maxStreamsPerTunnel: 4, drainTimeoutMs: 5_000 });
     expect(settings.zeroRtt).toBe(false);
   });
 

@@ -58,7 +58,7 @@ describe("parseAgentCommand", () => {
       pingIntervalMs: 15_000,
       maxConnections: 1024,
       poolSize: 4,
-      maxStreamsPerTunnel: 16,
+      maxStreamsPerTunnel: 4,
       drainTimeoutMs: 5_000,
       logLevel: "info",
       bypass: "private",
