@@ -12,7 +12,7 @@ import { createRequire } from "node:module";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, repoRoot } from "./processes.ts";
+import { findWorkerdPids, freePort, repoRoot } from "./processes.ts";
 
 const wranglerBin = join(createRequire(import.meta.url).resolve("wrangler/package.json"), "..", "bin", "wrangler.js");
 /** Longest a (re)start may take on a loaded 2-core machine; measured 6-7 s when idle. */
@@ -91,7 +91,12 @@ export async function startRestartableEdge(): Promise<RestartableEdge> {
     url,
     token,
     kill: () => {
+      // The Worker's own workerd first, as production's edge dies: were another process of the
+      // group to die first, the Worker could outlive it by a moment and pass on an end it read
+      // there (seen once in a full run: a client got a FIN, not a reset); then the rest.
+      const workerPid = child?.pid === undefined ? undefined : findWorkerdPids({ wranglerPid: child.pid, url }).workerPid;
       const killedAtMs = Date.now();
+      if (workerPid !== undefined) process.kill(workerPid, "SIGKILL");
       signalGroup("SIGKILL");
       return killedAtMs;
     },
