@@ -91,9 +91,7 @@ export async function startRestartableEdge(): Promise<RestartableEdge> {
     url,
     token,
     kill: () => {
-      // The Worker's own workerd first, as production's edge dies: were another process of the
-      // group to die first, the Worker could outlive it by a moment and pass on an end it read
-      // there (seen once in a full run: a client got a FIN, not a reset); then the rest.
+      // The Worker's own workerd first, as production's edge dies, then the rest of the group.
       const workerPid = child?.pid === undefined ? undefined : findWorkerdPids({ wranglerPid: child.pid, url }).workerPid;
       const killedAtMs = Date.now();
       if (workerPid !== undefined) process.kill(workerPid, "SIGKILL");
