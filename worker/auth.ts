@@ -1,4 +1,4 @@
-// Bearer-token checks for the tunnel endpoint.
+// Bearer-token checks for the Worker's endpoints (refusal.ts turns them into the 401).
 
 const encoder = new TextEncoder();
 

@@ -3,10 +3,9 @@
 // test can check the one-window bound itself rather than only the process's RSS. Off, the path
 // is not found, as on any deployed Worker; on, it still needs the token.
 
-import { bearerToken, tokenMatches } from "./auth.ts";
 import type { EdgeEnv } from "./config.ts";
 import { isolateHold } from "./held-bytes.ts";
-import { configOrRefusal, refuse } from "./refusal.ts";
+import { configOrRefusal, tokenRefusal } from "./refusal.ts";
 
 export const DEV_COUNTERS_PATH = "/dev/counters";
 
@@ -14,9 +13,7 @@ export async function handleDevCounters(request: Request, env: EdgeEnv): Promise
   if (env.EDGESOCKS_DEV_COUNTERS !== "1") return undefined;
   const config = configOrRefusal(env, "answers");
   if (config instanceof Response) return config;
-  const presented = bearerToken(request.headers.get("Authorization"));
-  if (presented === undefined || !(await tokenMatches(presented, config.tokens))) {
-    return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
-  }
+  const unauthorized = await tokenRefusal(request, config);
+  if (unauthorized) return unauthorized;
   return Response.json(isolateHold(), { headers: { "Cache-Control": "no-store" } });
 }

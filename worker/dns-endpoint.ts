@@ -3,9 +3,8 @@
 // is how a client's name lookups leave from the edge rather than from the agent's machine.
 // The checks and their statuses follow GET /tunnel's (tunnel-endpoint.ts) where they apply.
 
-import { bearerToken, tokenMatches } from "./auth.ts";
 import type { EdgeConfig, EdgeEnv } from "./config.ts";
-import { configOrRefusal, refuse } from "./refusal.ts";
+import { configOrRefusal, refuse, tokenRefusal } from "./refusal.ts";
 import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol.ts";
 import { readAtMost } from "./dial/bounded-body.ts";
 
@@ -17,10 +16,8 @@ export async function handleDnsRequest(request: Request, env: EdgeEnv): Promise<
   if (mediaType(request.headers.get("Content-Type")) !== DNS_MESSAGE_TYPE) {
     return refuse(415, `the DNS endpoint takes Content-Type: ${DNS_MESSAGE_TYPE}`, { Accept: DNS_MESSAGE_TYPE });
   }
-  const presented = bearerToken(request.headers.get("Authorization"));
-  if (presented === undefined || !(await tokenMatches(presented, config.tokens))) {
-    return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
-  }
+  const unauthorized = await tokenRefusal(request, config);
+  if (unauthorized) return unauthorized;
   // Only an authenticated body is read, and never more of it than a DNS message can be.
   const query = await readAtMost(request, MAX_DNS_MESSAGE_BYTES);
   if (query === "too large") return refuse(413, `a DNS message is at most ${MAX_DNS_MESSAGE_BYTES} bytes`);

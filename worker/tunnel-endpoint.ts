@@ -1,9 +1,8 @@
 // GET /tunnel: every check a request must pass before it becomes a tunnel, each with its own
 // HTTP status and message, and nothing opened until all have passed.
 
-import { bearerToken, tokenMatches } from "./auth.ts";
 import type { EdgeEnv } from "./config.ts";
-import { configOrRefusal, refuse } from "./refusal.ts";
+import { configOrRefusal, refuse, tokenRefusal } from "./refusal.ts";
 import { OPEN_HEADER, POOLED_HEADER, ProtocolError, SUBPROTOCOLS, chooseVersion, decodeHeaderOpen, subprotocolFor } from "./protocol.ts";
 import { TunnelSession, type TunnelStart } from "./tunnel-session.ts";
 
@@ -15,10 +14,8 @@ export async function handleTunnelRequest(request: Request, env: EdgeEnv, ctx: P
   if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
     return refuse(426, "the tunnel endpoint takes only WebSocket upgrades", { Upgrade: "websocket" });
   }
-  const presented = bearerToken(request.headers.get("Authorization"));
-  if (presented === undefined || !(await tokenMatches(presented, config.tokens))) {
-    return refuse(401, presented === undefined ? "missing bearer token" : "wrong token", { "WWW-Authenticate": 'Bearer realm="edgesocks"' });
-  }
+  const unauthorized = await tokenRefusal(request, config);
+  if (unauthorized) return unauthorized;
   const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",").map((name) => name.trim());
   // The newest version both sides speak: agents of the previous version keep working.
   const version = chooseVersion(offered);
