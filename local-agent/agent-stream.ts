@@ -132,13 +132,14 @@ export class AgentStream {
     this.#edge = edge;
     this.#tunnelReused = (this.#pool?.streamsCarriedBefore(edge) ?? 0) > 0;
     this.#upload.useTunnel(edge);
-    const listeners: Array<[string, (...args: never[]) => void]> = [
-      ["message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary)],
-      ["error", (error: Error) => (this.#edgeError = error.message)],
-      ["close", (code: number, reason: Buffer) => this.#onEdgeClosed(code, reason.toString("utf8"))],
-    ];
-    for (const [event, listener] of listeners) edge.on(event, listener as (...args: unknown[]) => void);
-    this.#edgeListeners.push(...listeners);
+    this.#onEdge(edge, "message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
+    this.#onEdge(edge, "error", (error: Error) => (this.#edgeError = error.message));
+    this.#onEdge(edge, "close", (code: number, reason: Buffer) => this.#onEdgeClosed(code, reason.toString("utf8")));
+  }
+
+  #onEdge<Args extends never[]>(edge: WebSocket, event: string, listener: (...args: Args) => void): void {
+    edge.on(event, listener as (...args: unknown[]) => void);
+    this.#edgeListeners.push([event, listener as (...args: never[]) => void]);
   }
 
   /** The client's success answer, once: at OPENED, or at start with zeroRtt. */
@@ -159,7 +160,7 @@ export class AgentStream {
       // On a reused tunnel, what the edge sent its last stream before it heard that stream was
       // over (a WINDOW for bytes it delivered, DATA that crossed our RESET) arrives before our
       // OPENED: every frame the edge sends this stream comes after OPENED, so these are not ours.
-      if (this.#phase === "opening" && this.#tunnelReused && isStaleFrame(data)) return;
+      if (this.#phase === "opening" && this.#tunnelReused && isStaleFrame(frame)) return;
       this.#dispatch(frame);
     } catch (error) {
       // A bug must cost this one stream, never the agent and every other connection with it.

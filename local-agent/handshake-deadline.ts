@@ -1,13 +1,10 @@
-// A client's handshake deadline (--handshake-timeout-ms), counted from accept and handed from
-// stage to stage with the connection, so a client that trickles its bytes gets one deadline for
-// the whole handshake, not a fresh one per stage.
+// A client's one handshake deadline (--handshake-timeout-ms), counted from accept and handed from
+// stage to stage with the connection (first byte, greeting, password, request, HTTP head), so a
+// client that trickles its bytes gets one deadline for the whole handshake, not a fresh one per
+// stage. The stage holding the connection answers the expiry in its own protocol; the hand-off
+// to a route ends it.
 
-/**
- * A client's one handshake deadline (--handshake-timeout-ms), counted from accept: however
- * slowly the client sends, and through every stage (first byte, greeting, password, request, HTTP
- * head), the handshake must be over by then. The stage holding the connection answers the expiry
- * in its own protocol; the hand-off to a route ends it.
- */
+/** The deadline, as each stage holds it. */
 export type HandshakeDeadline = {
   readonly timeoutMs: number;
   /** Replaces what the expiry does: the stage that now holds the connection answers it. */

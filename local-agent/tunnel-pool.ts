@@ -23,7 +23,7 @@ import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import type { Logger } from "./log.ts";
-import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame } from "../worker/protocol.ts";
+import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame, type Frame } from "../worker/protocol.ts";
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
 const FIRST_RETRY_MS = 1_000;
@@ -57,21 +57,27 @@ const MAX_EXTRA_TAKEN_BACK = 16;
 /** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
 const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.End, FrameType.Reset]);
 
-/** Why `data` is no frame of the protocol (a text message, or one that does not decode), or undefined for a frame. */
-function malformedReason(data: Buffer, isBinary: boolean): string | undefined {
-  if (!isBinary) return "text messages are not part of the protocol";
-  try {
-    decodeFrame(data);
-    return undefined;
-  } catch (error) {
-    if (error instanceof ProtocolError) return error.message;
-    throw error;
-  }
+/** Whether `frame`, arriving on a tunnel whose stream is over, may be a leftover of that stream. */
+export function isStaleFrame(frame: Frame): boolean {
+  return STALE_FRAME_TYPES.has(frame.type);
 }
 
-/** Whether `data`, a frame arriving on a tunnel whose stream is over, is a leftover of that stream. */
-export function isStaleFrame(data: Buffer): boolean {
-  return STALE_FRAME_TYPES.has(data[0] ?? -1);
+/**
+ * What a message on a tunnel waiting in the pool breaks, or undefined when it may be dropped: a
+ * message that does not decode is 4400 as on any tunnel; a frame is 4409 unless `leftoversExpected`
+ * (the tunnel carried a stream) and it is one of that stream's leftovers.
+ */
+function idleTunnelFault(data: Buffer, isBinary: boolean, leftoversExpected: boolean): ProtocolError | undefined {
+  if (!isBinary) return new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
+  let frame: Frame;
+  try {
+    frame = decodeFrame(data);
+  } catch (error) {
+    if (error instanceof ProtocolError) return error;
+    throw error;
+  }
+  if (leftoversExpected && isStaleFrame(frame)) return undefined;
+  return new ProtocolError(CloseCode.UnexpectedFrame, "edge sent a frame to an idle tunnel");
 }
 
 type Spare = {
@@ -86,8 +92,8 @@ type Spare = {
 };
 
 /**
- * The pool's clock: the protocol's and this module's defaults, shortened by tests.
- * maxUnreachableRetryMs, when absent, is MAX_UNREACHABLE_RETRY_MS or maxRetryMs if that is shorter.
+ * The pool's clock: the protocol's and this module's defaults, shortened by tests. The optional
+ * ones, when absent, are their defaults; maxUnreachableRetryMs never beyond maxRetryMs.
  */
 export type PoolTimings = {
   maxIdleMs: number;
@@ -106,16 +112,13 @@ const DEFAULT_TIMINGS: PoolTimings = {
   maxIdleMs: POOLED_MAX_IDLE_MS,
   firstRetryMs: FIRST_RETRY_MS,
   maxRetryMs: MAX_RETRY_MS,
-  maxUnreachableRetryMs: MAX_UNREACHABLE_RETRY_MS,
   minHealthyLifetimeMs: MIN_HEALTHY_LIFETIME_MS,
-  reusedMaxIdleMs: REUSED_MAX_IDLE_MS,
-  idleShrinkMs: IDLE_SHRINK_MS,
 };
 
 export class TunnelPool {
   readonly #config: AgentConfig;
   readonly #log: Logger;
-  readonly #timings: PoolTimings;
+  readonly #timings: Required<PoolTimings>;
   readonly #ready: Spare[] = [];
   /** Spares whose upgrade is under way. */
   #connecting = new Set<WebSocket>();
@@ -134,7 +137,12 @@ export class TunnelPool {
   constructor(config: AgentConfig, log: Logger, timings: PoolTimings = DEFAULT_TIMINGS) {
     this.#config = config;
     this.#log = log;
-    this.#timings = timings;
+    this.#timings = {
+      reusedMaxIdleMs: REUSED_MAX_IDLE_MS,
+      idleShrinkMs: IDLE_SHRINK_MS,
+      ...timings,
+      maxUnreachableRetryMs: timings.maxUnreachableRetryMs ?? Math.min(MAX_UNREACHABLE_RETRY_MS, timings.maxRetryMs),
+    };
   }
 
   /** Tunnels open and waiting for an OPEN. */
@@ -191,11 +199,7 @@ export class TunnelPool {
     let spare: Spare | undefined;
     // Leftovers of the stream just over may still arrive; any other frame breaks the protocol,
     // and a message that does not decode is 4400 here as on any tunnel.
-    const onMessage = (data: Buffer, isBinary: boolean) => {
-      const malformed = malformedReason(data, isBinary);
-      if (malformed !== undefined) this.#retire(socket, malformed, CloseCode.MalformedFrame);
-      else if (!isStaleFrame(data)) this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
-    };
+    const onMessage = (data: Buffer, isBinary: boolean) => this.#onIdleMessage(socket, data, isBinary, true);
     const onClose = () => {
       const index = spare === undefined ? -1 : this.#ready.indexOf(spare);
       if (index < 0 || spare === undefined) return;
@@ -215,7 +219,7 @@ export class TunnelPool {
       healthyTimer: undefined,
       streamsCarried,
       // Before the edge's NEXT_OPEN_TIMEOUT_MS could close it under a stream being opened.
-      retireTimer: setTimeout(() => this.#retire(socket, "idle after its stream"), this.#timings.reusedMaxIdleMs ?? REUSED_MAX_IDLE_MS),
+      retireTimer: setTimeout(() => this.#retire(socket, "idle after its stream"), this.#timings.reusedMaxIdleMs),
       detach,
     };
     this.#ready.push(spare);
@@ -275,11 +279,7 @@ export class TunnelPool {
       why ||= error.message;
     };
     // A spare carries no stream: any frame on it is a broken edge.
-    const onMessage = (data: Buffer, isBinary: boolean) => {
-      const malformed = malformedReason(data, isBinary);
-      if (malformed !== undefined) this.#retire(socket, malformed, CloseCode.MalformedFrame);
-      else this.#retire(socket, "edge sent a frame to an idle tunnel", CloseCode.UnexpectedFrame);
-    };
+    const onMessage = (data: Buffer, isBinary: boolean) => this.#onIdleMessage(socket, data, isBinary, false);
     const onClose = (code: number, reason: Buffer) => {
       const cause = why || `closed by the edge (${code}${reason.byteLength > 0 ? ` ${reason.toString("utf8")}` : ""})`;
       if (this.#connecting.delete(socket)) {
@@ -317,9 +317,15 @@ export class TunnelPool {
     });
   }
 
+  /** A message on `socket` while it waits in the pool: dropped when a leftover, else the tunnel is closed with what it broke. */
+  #onIdleMessage(socket: WebSocket, data: Buffer, isBinary: boolean, leftoversExpected: boolean): void {
+    const fault = idleTunnelFault(data, isBinary, leftoversExpected);
+    if (fault) this.#retire(socket, fault.message, fault.closeCode);
+  }
+
   /** An unused spare's time is up: renewed, or let lapse while no client comes. */
   #renew(socket: WebSocket): void {
-    if (!this.#idle && Date.now() - this.#lastTakeMs >= (this.#timings.idleShrinkMs ?? IDLE_SHRINK_MS)) {
+    if (!this.#idle && Date.now() - this.#lastTakeMs >= this.#timings.idleShrinkMs) {
       this.#idle = true;
       this.#log.debug(`warm pool: no client for ${Math.round((Date.now() - this.#lastTakeMs) / 60_000)} min; spares lapse until the next connection`);
     }
@@ -354,7 +360,7 @@ export class TunnelPool {
     if (this.#closed || this.#retryTimer !== undefined) return;
     this.#failuresInARow++;
     if (this.#failuresInARow === 1) this.#failingSinceMs = Date.now();
-    const capMs = kind === "answered" ? this.#timings.maxRetryMs : (this.#timings.maxUnreachableRetryMs ?? Math.min(MAX_UNREACHABLE_RETRY_MS, this.#timings.maxRetryMs));
+    const capMs = kind === "answered" ? this.#timings.maxRetryMs : this.#timings.maxUnreachableRetryMs;
     const waitMs = Math.min(capMs, this.#timings.firstRetryMs * 2 ** (this.#failuresInARow - 1));
     const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${waitMs >= 1000 ? `${(waitMs / 1000).toFixed(0)} s` : `${waitMs} ms`}`;
     if (this.#failuresInARow === 1) this.#log.warn(message);

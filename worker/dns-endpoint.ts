@@ -6,7 +6,7 @@
 import type { EdgeConfig, EdgeEnv } from "./config.ts";
 import { configOrRefusal, refuse, tokenRefusal } from "./refusal.ts";
 import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol.ts";
-import { readAtMost } from "./dial/bounded-body.ts";
+import { isTimeout, readAtMost } from "./dial/bounded-body.ts";
 
 /** Answers a DNS query: 200 with the resolver's answer, or the status that says why not. */
 export async function handleDnsRequest(request: Request, env: EdgeEnv): Promise<Response> {
@@ -66,11 +66,6 @@ async function askResolver(query: Uint8Array, config: EdgeConfig): Promise<Uint8
   if (answer === "too large") return `resolver's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes`;
   if (answer.byteLength < DNS_HEADER_BYTES) return `resolver's answer is ${answer.byteLength} bytes, shorter than a DNS header`;
   return answer;
-}
-
-/** Whether `error` is the fetch's AbortSignal.timeout firing. */
-function isTimeout(error: unknown): boolean {
-  return error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
 }
 
 /** The media type of a Content-Type header, lower-cased and without parameters. */

@@ -1,6 +1,12 @@
-// Reading an HTTP body without trusting its size: a DNS message is at most 65,535 bytes, and a
-// peer that streams more (no Content-Length, or a false one) must not be read into an isolate
-// whose 128 MB every tunnel shares.
+// Reading an HTTP answer without trusting it: its body no larger than the caller allows (a DNS
+// message is at most 65,535 bytes, and a peer that streams more, with no Content-Length or a false
+// one, must not be read into an isolate whose 128 MB every tunnel shares), and a fetch's timeout
+// told from its other failures.
+
+/** Whether `error` is a fetch's (or its body's) AbortSignal.timeout firing. */
+export function isTimeout(error: unknown): boolean {
+  return error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
+}
 
 /** The body's bytes, or "too large" as soon as it passes maxBytes (the rest is not read). */
 export async function readAtMost(message: Request | Response, maxBytes: number): Promise<Uint8Array | "too large"> {

@@ -6,7 +6,7 @@ import type { EdgeConfig } from "../config.ts";
 import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../protocol.ts";
 import { DnsWireError, Rcode, RecordType, encodeAddressQuery, parseAddressAnswer, type AddressRecordType } from "./dns-wire.ts";
 import { NameCache, type NameEntry } from "./name-cache.ts";
-import { readAtMost } from "./bounded-body.ts";
+import { isTimeout, readAtMost } from "./bounded-body.ts";
 
 /** The isolate's names: one cache for every tunnel it serves. */
 export const isolateNames = new NameCache();
@@ -60,7 +60,7 @@ async function query(name: string, type: AddressRecordType, config: EdgeConfig):
     return parseAddressAnswer(bytes, type);
   } catch (error) {
     if (error instanceof DnsWireError) return `resolver's answer is malformed: ${error.message}`;
-    if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) return `resolver did not answer within ${config.dohTimeoutMs} ms`;
+    if (isTimeout(error)) return `resolver did not answer within ${config.dohTimeoutMs} ms`;
     // The URL stays out: it may carry a resolver account's secret path.
     return `resolver unreachable: ${error instanceof Error ? error.message : String(error)}`.slice(0, 200);
   }
