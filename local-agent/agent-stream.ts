@@ -13,6 +13,8 @@ import { STATUS_NAMES, resetConnection, type ClientConnection, type OpenAnswer, 
 import { sendOpen } from "./stream-open.ts";
 import { isStaleFrame, type TunnelPool } from "./tunnel-pool.ts";
 import { UploadSender } from "./upload-sender.ts";
+import { pingIfDue, roundTripOf, tunnelVersion } from "./tunnel-link.ts";
+import { agentBudget, noteWindow } from "./window-budget.ts";
 import { ReceiveWindow } from "../worker/flow-control.ts";
 import {
   CloseCode,
@@ -21,9 +23,12 @@ import {
   StreamStatus,
   closeReason,
   decodeFrame,
+  encodeGrow,
+  encodePong,
   encodeReset,
   encodeWindow,
   formatDestination,
+  speaksWindowGrowth,
   type Destination,
   type Frame,
 } from "../worker/protocol.ts";
@@ -75,9 +80,20 @@ export class AgentStream {
     this.#config = config;
     this.#log = log;
     this.#onClosed = request.onClosed;
-    this.#receive = new ReceiveWindow(config.windowBytes);
+    // The download window grows with the tunnel's round trip on a v4 tunnel; before the edge's
+    // 101 names the version there is no round trip yet, so it cannot grow early.
+    this.#receive = new ReceiveWindow(config.windowBytes, {
+      budget: agentBudget(config),
+      claimedBytes: 0,
+      tuning: {
+        maxWindowBytes: config.maxWindowBytes,
+        rttMs: () => (this.#edge && speaksWindowGrowth(tunnelVersion(this.#edge)) ? roundTripOf(this.#edge).rttMs : undefined),
+        nowMs: () => performance.now(),
+      },
+    });
     this.#label = `${request.clientLabel} -> ${formatDestination(request.destination)} via edge`;
     this.#upload = new UploadSender(request.client, {
+      budget: agentBudget(config),
       earlyBytes: request.earlyBytes,
       readsBeforeOpened: config.zeroRtt,
       onEndSent: () => this.#finishIfDone(),
@@ -156,7 +172,17 @@ export class AgentStream {
       if (!isBinary) throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
       // Decoded first: a message that does not decode is 4400 on any tunnel (docs/protocol.md
       // §3), never a leftover to drop.
-      const frame = decodeFrame(data);
+      const edge = this.#edge as WebSocket;
+      const frame = decodeFrame(data, tunnelVersion(edge));
+      // Tunnel-wide (v4), whatever the stream's phase.
+      if (frame.type === FrameType.Ping) {
+        edge.send(encodePong(frame.id));
+        return;
+      }
+      if (frame.type === FrameType.Pong) {
+        roundTripOf(edge).pong(frame.id, performance.now());
+        return;
+      }
       // On a reused tunnel, what the edge sent its last stream before it heard that stream was
       // over (a WINDOW for bytes it delivered, DATA that crossed our RESET) arrives before our
       // OPENED: every frame the edge sends this stream comes after OPENED, so these are not ours.
@@ -195,8 +221,7 @@ export class AgentStream {
         // The write callback fires once the kernel has taken the bytes: only then return credit.
         this.#client.write(frame.payload, (error) => {
           if (error || this.#phase !== "relaying") return;
-          const grant = this.#receive.delivered(byteLength);
-          if (grant > 0 && !this.#receivedEnd) this.#edge?.send(encodeWindow(grant));
+          this.#returnCredit(this.#receive.delivered(byteLength));
         });
         return;
       }
@@ -204,6 +229,13 @@ export class AgentStream {
         if (this.#phase !== "relaying") throw new ProtocolError(CloseCode.UnexpectedFrame, "WINDOW before OPENED");
         this.#upload.grant(frame.bytes);
         return;
+      case FrameType.Grow:
+        if (this.#phase !== "relaying") throw new ProtocolError(CloseCode.UnexpectedFrame, "GROW before OPENED");
+        this.#upload.grow(frame.windowBytes);
+        return;
+      case FrameType.Ping:
+      case FrameType.Pong:
+        return; // taken in #onEdgeMessage
       case FrameType.End:
         if (this.#phase !== "relaying") throw new ProtocolError(CloseCode.UnexpectedFrame, "END before OPENED");
         if (this.#receivedEnd) throw new ProtocolError(CloseCode.UnexpectedFrame, "second END");
@@ -256,6 +288,20 @@ export class AgentStream {
     this.#phase = "relaying";
     this.#answerSuccess();
     this.#upload.opened(edgeWindowBytes);
+    if (this.#edge) pingIfDue(this.#edge);
+  }
+
+  /** Returns download credit: GROW first when tuning grew the window (v4), so the edge's ceiling rises before the WINDOW. */
+  #returnCredit(grantBytes: number): void {
+    const edge = this.#edge;
+    if (grantBytes === 0 || this.#receivedEnd || !edge) return;
+    const grownTo = this.#receive.takeGrowth();
+    if (grownTo !== undefined && speaksWindowGrowth(tunnelVersion(edge))) {
+      noteWindow(grownTo);
+      edge.send(encodeGrow(grownTo));
+    }
+    edge.send(encodeWindow(grantBytes));
+    pingIfDue(edge);
   }
 
   #finishIfDone(): void {
@@ -361,6 +407,7 @@ export class AgentStream {
     this.#untrack();
     clearTimeout(this.#openTimer);
     this.#upload.close();
+    this.#receive.close();
     const seconds = ((Date.now() - this.#startedAtMs) / 1000).toFixed(2);
     this.#log[level](`${this.#label} up=${formatBytes(this.#upload.uploadedBytes)} down=${formatBytes(this.#downloadedBytes)} ${seconds}s ${result}`);
     this.#onClosed();

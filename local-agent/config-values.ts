@@ -4,6 +4,7 @@
 
 import { isIP } from "node:net";
 import { readFileSync } from "node:fs";
+import { DEFAULT_MAX_WINDOW_BYTES } from "../worker/flow-control.ts";
 import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, TUNNEL_PATH } from "../worker/protocol.ts";
 
 /** A bad flag, value, file or environment: the CLI prints the message as one line and exits 2. */
@@ -26,6 +27,11 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** The numeric limits, each settable by a flag and in the config file's `limits`. */
 export const LIMITS = {
   windowBytes: { flag: "--window-bytes", min: MIN_WINDOW_BYTES, max: MAX_WINDOW_BYTES, fallback: DEFAULT_WINDOW_BYTES },
+  // Auto-tuning (protocol v4) grows a busy stream's windows up to this while the path needs it.
+  maxWindowBytes: { flag: "--max-window-bytes", min: MIN_WINDOW_BYTES, max: MAX_WINDOW_BYTES, fallback: DEFAULT_MAX_WINDOW_BYTES },
+  // What every stream's grown windows may hold in all, on top of their initial windows: a few
+  // long-link transfers at their full window, while a laptop's memory is not at stake.
+  windowBudgetBytes: { flag: "--window-budget-bytes", min: 1024 * 1024, max: 4 * 1024 * 1024 * 1024, fallback: 256 * 1024 * 1024 },
   handshakeTimeoutMs: { flag: "--handshake-timeout-ms", min: 100, max: 600_000, fallback: 10_000 },
   // Longer than the edge's own 10 s connect timeout, so a slow destination is reported by the
   // edge with its real cause rather than by this timer.

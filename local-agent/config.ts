@@ -18,8 +18,12 @@ export type AgentConfig = {
   /** The edge as the user gave it, for messages (never carries the token). */
   edgeLabel: string;
   token: string;
-  /** What the agent may hold of the edge's unsent download bytes, per stream. */
+  /** What the agent may hold of the edge's unsent download bytes, per stream, before auto-tuning grows it. */
   windowBytes: number;
+  /** The most auto-tuning grows a stream direction's window to (v4 edges). */
+  maxWindowBytes: number;
+  /** What grown windows may claim in all, over every stream of this agent. */
+  windowBudgetBytes: number;
   /** Time a client has to finish the SOCKS greeting and request. */
   handshakeTimeoutMs: number;
   /** Time the edge has to answer an OPEN before the client hears 0x06. */
@@ -90,7 +94,11 @@ Options:
   --users-file PATH          users from a file of name:password lines (# comments); added to
                              --user and the config file's users; a name given twice is an error
   --token-file PATH          read the token from PATH instead of EDGESOCKS_TOKEN
-  --window-bytes N           receive window per stream, ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${LIMITS.windowBytes.fallback})
+  --window-bytes N           receive window per stream to start with, ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${LIMITS.windowBytes.fallback})
+  --max-window-bytes N       the most a busy stream's windows grow to on a long link (edges of
+                             protocol v4), ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} (default ${LIMITS.maxWindowBytes.fallback})
+  --window-budget-bytes N    what grown windows may hold in all, over every stream
+                             (default ${LIMITS.windowBudgetBytes.fallback})
   --handshake-timeout-ms N   time from accept a client has to finish its handshake: SOCKS,
                              or its first HTTP request head (default ${DEFAULTS.handshakeTimeoutMs})
   --open-timeout-ms N        time the edge has to open a connection (default ${DEFAULTS.openTimeoutMs})
@@ -136,6 +144,8 @@ export const AGENT_OPTIONS = {
   "users-file": { type: "string" },
   "token-file": { type: "string" },
   "window-bytes": { type: "string" },
+  "max-window-bytes": { type: "string" },
+  "window-budget-bytes": { type: "string" },
   "handshake-timeout-ms": { type: "string" },
   "open-timeout-ms": { type: "string" },
   "ping-interval-ms": { type: "string" },
@@ -202,6 +212,13 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
   for (const name of LIMIT_NAMES) {
     const text = values[LIMITS[name].flag.slice(2) as keyof typeof values];
     limits[name] = typeof text === "string" ? parseLimit(name, text, LIMITS[name].flag) : (file.limits[name] ?? LIMITS[name].fallback);
+  }
+  if (limits.maxWindowBytes < limits.windowBytes) {
+    // The default ceiling follows a larger starting window; one the user set must not be below it.
+    if (values["max-window-bytes"] !== undefined || file.limits.maxWindowBytes !== undefined) {
+      throw new ConfigError(`--max-window-bytes (${limits.maxWindowBytes}) must not be smaller than --window-bytes (${limits.windowBytes})`);
+    }
+    limits.maxWindowBytes = limits.windowBytes;
   }
   const tokenSource =
     values["token-file"] !== undefined

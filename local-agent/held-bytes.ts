@@ -4,6 +4,8 @@
 // SIGUSR2 logs the totals, which is how the memory tests check that bound (and an operator can
 // look at a running agent without restarting it).
 
+import { peakWindow } from "./window-budget.ts";
+
 export type StreamHold = { downloadHeldBytes: number; uploadHeldBytes: number };
 
 const liveStreams = new Set<{ hold(): StreamHold }>();
@@ -22,5 +24,5 @@ export function holdLine(): string {
     download += hold.downloadHeldBytes;
     upload += hold.uploadHeldBytes;
   }
-  return `held: ${liveStreams.size} streams through the edge; download ${download} bytes not yet taken by clients, upload ${upload} bytes not yet sent`;
+  return `held: ${liveStreams.size} streams through the edge; download ${download} bytes not yet taken by clients, upload ${upload} bytes not yet sent; peak window ${peakWindow()} bytes`;
 }

@@ -23,6 +23,7 @@ import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import type { Logger } from "./log.ts";
+import { roundTripOf, tunnelVersion } from "./tunnel-link.ts";
 import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame, type Frame } from "../worker/protocol.ts";
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
@@ -55,7 +56,7 @@ const IDLE_SHRINK_MS = 15 * 60_000;
 const MAX_EXTRA_TAKEN_BACK = 16;
 
 /** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
-const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.End, FrameType.Reset]);
+const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.Grow, FrameType.End, FrameType.Reset, FrameType.Ping]);
 
 /** Whether `frame`, arriving on a tunnel whose stream is over, may be a leftover of that stream. */
 export function isStaleFrame(frame: Frame): boolean {
@@ -67,16 +68,21 @@ export function isStaleFrame(frame: Frame): boolean {
  * message that does not decode is 4400 as on any tunnel; a frame is 4409 unless `leftoversExpected`
  * (the tunnel carried a stream) and it is one of that stream's leftovers.
  */
-function idleTunnelFault(data: Buffer, isBinary: boolean, leftoversExpected: boolean): ProtocolError | undefined {
+function idleTunnelFault(socket: WebSocket, data: Buffer, isBinary: boolean, leftoversExpected: boolean): ProtocolError | undefined {
   if (!isBinary) return new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
   let frame: Frame;
   try {
-    frame = decodeFrame(data);
+    frame = decodeFrame(data, tunnelVersion(socket));
   } catch (error) {
     if (error instanceof ProtocolError) return error;
     throw error;
   }
   if (leftoversExpected && isStaleFrame(frame)) return undefined;
+  // The answer to a PING a stream sent (v4): still a sample of the tunnel's round trip.
+  if (frame.type === FrameType.Pong) {
+    roundTripOf(socket).pong(frame.id, performance.now());
+    return undefined;
+  }
   return new ProtocolError(CloseCode.UnexpectedFrame, "edge sent a frame to an idle tunnel");
 }
 
@@ -319,7 +325,7 @@ export class TunnelPool {
 
   /** A message on `socket` while it waits in the pool: dropped when a leftover, else the tunnel is closed with what it broke. */
   #onIdleMessage(socket: WebSocket, data: Buffer, isBinary: boolean, leftoversExpected: boolean): void {
-    const fault = idleTunnelFault(data, isBinary, leftoversExpected);
+    const fault = idleTunnelFault(socket, data, isBinary, leftoversExpected);
     if (fault) this.#retire(socket, fault.message, fault.closeCode);
   }
 

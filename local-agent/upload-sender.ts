@@ -5,7 +5,8 @@
 import WebSocket from "ws";
 import type { ClientConnection } from "./stream-request.ts";
 import { UploadQueue } from "./upload-queue.ts";
-import { SendCredit } from "../worker/flow-control.ts";
+import { noteWindow } from "./window-budget.ts";
+import { SendCredit, type WindowBudget } from "../worker/flow-control.ts";
 import { MAX_EARLY_DATA_BYTES, encodeData, encodeEarly, encodeEnd } from "../worker/protocol.ts";
 
 /**
@@ -25,6 +26,8 @@ const UPLOAD_FRAME_BYTES = 256 * 1024;
 const READ_AHEAD_BYTES = UPLOAD_FRAME_BYTES;
 
 export type UploadOptions = {
+  /** The agent's window budget: what the edge's grown windows may have in flight from us beyond its first window. */
+  budget: WindowBudget;
   /** Client bytes that arrived behind the request: the first pending upload. */
   earlyBytes: Buffer;
   /** The client is answered before OPENED (--zero-rtt), so it is read under the early budget too. */
@@ -38,6 +41,7 @@ export class UploadSender {
   readonly #client: ClientConnection;
   readonly #readsBeforeOpened: boolean;
   readonly #onEndSent: () => void;
+  readonly #budget: WindowBudget;
   /** Client bytes waiting to be sent: the client is paused once they reach the hold limit. */
   readonly #pending = new UploadQueue();
   #edge: WebSocket | undefined;
@@ -66,6 +70,7 @@ export class UploadSender {
     this.#client = client;
     this.#readsBeforeOpened = options.readsBeforeOpened;
     this.#onEndSent = options.onEndSent;
+    this.#budget = options.budget;
     if (options.earlyBytes.byteLength > 0) this.#pending.push(options.earlyBytes);
   }
 
@@ -135,7 +140,7 @@ export class UploadSender {
 
   /** OPENED: the edge's window becomes the credit, and what waits for it goes as DATA. */
   opened(edgeWindowBytes: number): void {
-    this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes);
+    this.#credit = new SendCredit(edgeWindowBytes, edgeWindowBytes, { budget: this.#budget, unclaimedBytes: edgeWindowBytes, initialClaimBytes: 0 });
     this.#sentBeforeOpened = [];
     this.flush();
   }
@@ -146,9 +151,17 @@ export class UploadSender {
     this.flush();
   }
 
+  /** A GROW frame (v4): the edge's window is larger now; what our budget lets us keep in flight of it may go. */
+  grow(windowBytes: number): void {
+    if (!this.#credit) return;
+    this.#credit.grow(windowBytes);
+    noteWindow(this.#credit.limitBytes);
+    this.flush();
+  }
+
   /** What may be sent now: the early budget before OPENED, the credit after, and never more than one frame. */
   #sendableBytes(): number {
-    if (this.#credit) return Math.min(this.#credit.availableBytes, UPLOAD_FRAME_BYTES);
+    if (this.#credit) return Math.min(this.#credit.sendableBytes, UPLOAD_FRAME_BYTES);
     return this.#isClosed ? 0 : Math.min(this.#earlyBudgetBytes, UPLOAD_FRAME_BYTES);
   }
 

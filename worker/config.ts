@@ -4,14 +4,19 @@ import { CidrError, parseCidrList, type Cidr } from "./dial/cidr.ts";
 import { Nat64Error, parseNat64Prefix, type Nat64Prefix } from "./dial/nat64.ts";
 import { RelayConfigError, parseRelayList, type CloudflareRelay } from "./dial/relay.ts";
 import { UpstreamConfigError, parseUpstreamUrl, type UpstreamProxy } from "./dial/upstream-url.ts";
+import { DEFAULT_MAX_WINDOW_BYTES } from "./flow-control.ts";
 import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, NEXT_OPEN_TIMEOUT_MS } from "./protocol.ts";
 
 /** Bindings the Worker reads. EDGESOCKS_TOKEN is a secret; the rest are plain vars. */
 export type EdgeEnv = {
   /** Comma-separated bearer tokens; any one of them opens a tunnel. */
   EDGESOCKS_TOKEN?: string;
-  /** Receive window per stream for the upload direction (bytes). */
+  /** Receive window per stream for the upload direction (bytes): where auto-tuning starts. */
   EDGESOCKS_WINDOW_BYTES?: string;
+  /** Largest window auto-tuning grows one stream direction to (bytes; protocol v4). */
+  EDGESOCKS_MAX_WINDOW_BYTES?: string;
+  /** What the windows of every stream an isolate serves may hold in all (bytes), inside the isolate's 128 MB. */
+  EDGESOCKS_WINDOW_BUDGET_BYTES?: string;
   /** The DNS-over-HTTPS resolver (RFC 8484 POST) that answers the agent's DNS queries. */
   EDGESOCKS_DOH_URL?: string;
   /** Secret: socks5://[user:pass@]host:port or http://[user:pass@]host:port, the upstream proxy for Cloudflare-hosted destinations. */
@@ -34,8 +39,12 @@ export type UpstreamFor = (typeof UPSTREAM_FOR)[number];
 
 export type EdgeConfig = {
   tokens: string[];
-  /** What the edge may hold of the agent's unsent upload bytes, per stream. */
+  /** What the edge may hold of the agent's unsent upload bytes, per stream, before auto-tuning grows it. */
   windowBytes: number;
+  /** The most auto-tuning grows a stream direction's window to (v4 tunnels). */
+  maxWindowBytes: number;
+  /** The isolate's window budget: upload windows and download bytes in flight, every stream together. */
+  windowBudgetBytes: number;
   /** How long connect() may take before the agent hears Timeout. */
   connectTimeoutMs: number;
   /** How long a fresh or idle tunnel may wait for an OPEN before it is closed. */
@@ -65,6 +74,13 @@ export type EdgeConfig = {
  */
 export const DEFAULT_READ_BYTES = 512 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * The isolate's window budget by default: half of the 128 MB an isolate has for every request it
+ * serves, so a full budget still leaves room for the runtime and the rest of the Worker.
+ */
+export const DEFAULT_EDGE_WINDOW_BUDGET_BYTES = 64 * 1024 * 1024;
+/** A budget above this could not be held by one isolate at all. */
+const MAX_WINDOW_BUDGET_BYTES = 1024 * 1024 * 1024;
 /** No OPEN within this of the upgrade, or of the previous stream's end: 4408 (the agent relies on it, protocol.ts). */
 export const DEFAULT_OPEN_TIMEOUT_MS = NEXT_OPEN_TIMEOUT_MS;
 /** Cloudflare's own resolver: reached from a Worker without leaving Cloudflare's network. */
@@ -88,13 +104,9 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
       throw new EdgeConfigError(`EDGESOCKS_TOKEN entry ${index + 1} is shorter than ${MIN_TOKEN_LENGTH} characters`);
     }
   }
-  let windowBytes = DEFAULT_WINDOW_BYTES;
-  if (env.EDGESOCKS_WINDOW_BYTES !== undefined && env.EDGESOCKS_WINDOW_BYTES !== "") {
-    windowBytes = Number(env.EDGESOCKS_WINDOW_BYTES);
-    if (!Number.isInteger(windowBytes) || windowBytes < MIN_WINDOW_BYTES || windowBytes > MAX_WINDOW_BYTES) {
-      throw new EdgeConfigError(`EDGESOCKS_WINDOW_BYTES must be an integer from ${MIN_WINDOW_BYTES} to ${MAX_WINDOW_BYTES}`);
-    }
-  }
+  const windowBytes = byteCount(env.EDGESOCKS_WINDOW_BYTES, "EDGESOCKS_WINDOW_BYTES", DEFAULT_WINDOW_BYTES, MIN_WINDOW_BYTES, MAX_WINDOW_BYTES);
+  const maxWindowBytes = byteCount(env.EDGESOCKS_MAX_WINDOW_BYTES, "EDGESOCKS_MAX_WINDOW_BYTES", Math.max(DEFAULT_MAX_WINDOW_BYTES, windowBytes), windowBytes, MAX_WINDOW_BYTES);
+  const windowBudgetBytes = byteCount(env.EDGESOCKS_WINDOW_BUDGET_BYTES, "EDGESOCKS_WINDOW_BUDGET_BYTES", DEFAULT_EDGE_WINDOW_BUDGET_BYTES, MIN_WINDOW_BYTES, MAX_WINDOW_BUDGET_BYTES);
   const dohUrl = env.EDGESOCKS_DOH_URL === undefined || env.EDGESOCKS_DOH_URL === "" ? DEFAULT_DOH_URL : env.EDGESOCKS_DOH_URL;
   if (!isHttpUrl(dohUrl)) throw new EdgeConfigError("EDGESOCKS_DOH_URL must be an http:// or https:// URL");
   const upstreamFor = (env.EDGESOCKS_UPSTREAM_FOR ?? "").trim() || "cloudflare";
@@ -105,6 +117,8 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
   return {
     tokens,
     windowBytes,
+    maxWindowBytes,
+    windowBudgetBytes,
     connectTimeoutMs: DEFAULT_CONNECT_TIMEOUT_MS,
     openTimeoutMs: DEFAULT_OPEN_TIMEOUT_MS,
     readBytes: DEFAULT_READ_BYTES,
@@ -116,6 +130,14 @@ export function loadEdgeConfig(env: EdgeEnv): EdgeConfig {
     nat64Prefix: present(env.EDGESOCKS_NAT64_PREFIX) ? parsed(() => parseNat64Prefix(env.EDGESOCKS_NAT64_PREFIX ?? ""), "EDGESOCKS_NAT64_PREFIX ") : undefined,
     emulatedCloudflareCidrs: parsed(() => parseCidrList(env.EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS ?? "", "EDGESOCKS_EMULATE_CLOUDFLARE_CIDRS")),
   };
+}
+
+/** An integer byte count from `min` to `max`, or `fallback` when the binding is unset. */
+function byteCount(value: string | undefined, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined || value.trim() === "") return fallback;
+  const bytes = Number(value);
+  if (!Number.isInteger(bytes) || bytes < min || bytes > max) throw new EdgeConfigError(`${name} must be an integer from ${min} to ${max}`);
+  return bytes;
 }
 
 function present(value: string | undefined): boolean {

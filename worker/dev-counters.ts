@@ -6,6 +6,7 @@
 import type { EdgeEnv } from "./config.ts";
 import { isolateHold } from "./held-bytes.ts";
 import { configOrRefusal, tokenRefusal } from "./refusal.ts";
+import { budgetCounters } from "./window-budget.ts";
 
 export const DEV_COUNTERS_PATH = "/dev/counters";
 
@@ -15,5 +16,5 @@ export async function handleDevCounters(request: Request, env: EdgeEnv): Promise
   if (config instanceof Response) return config;
   const unauthorized = await tokenRefusal(request, config);
   if (unauthorized) return unauthorized;
-  return Response.json(isolateHold(), { headers: { "Cache-Control": "no-store" } });
+  return Response.json({ ...isolateHold(), ...budgetCounters() }, { headers: { "Cache-Control": "no-store" } });
 }

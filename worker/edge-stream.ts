@@ -4,8 +4,9 @@
 import { errorMessage } from "./connect-error.ts";
 import type { EdgeConfig } from "./config.ts";
 import { DialAttempt, dialDestination } from "./dial/dial-destination.ts";
-import { ReceiveWindow, SendCredit } from "./flow-control.ts";
+import { BUDGET_FLOOR_BYTES, ReceiveWindow, SendCredit, creditBatchBytes } from "./flow-control.ts";
 import { trackStream, type StreamHold } from "./held-bytes.ts";
+import { isolateBudget, noteWindow } from "./window-budget.ts";
 import {
   CloseCode,
   DATA_HEADER_BYTES,
@@ -16,10 +17,12 @@ import {
   dataFrameAround,
   encodeData,
   encodeEnd,
+  encodeGrow,
   encodeOpened,
   encodeReset,
   encodeWindow,
   formatDestination,
+  speaksWindowGrowth,
   statusForVersion,
   type OpenFrame,
   type ProtocolVersion,
@@ -27,6 +30,13 @@ import {
 
 /** Where the stream sends its frames: the tunnel's WebSocket. */
 export type FrameSink = (frame: Uint8Array) => void;
+
+/** What a stream may ask of its tunnel besides sending: the round trip its windows grow to (v4). */
+export type TunnelLink = {
+  rttMs(): number | undefined;
+  /** Sends a PING when the last one is old enough (round-trip.ts). */
+  pingIfDue(): void;
+};
 
 /** How a stream ended, for the tunnel's log line. */
 export type StreamOutcome = {
@@ -53,6 +63,7 @@ export class EdgeStream {
   readonly #receive: ReceiveWindow;
   readonly #credit: SendCredit;
   readonly #version: ProtocolVersion;
+  readonly #link: TunnelLink | undefined;
   #state: StreamState = "opening";
   #dial: DialAttempt | undefined;
   #socket: Socket | undefined;
@@ -76,23 +87,40 @@ export class EdgeStream {
   /** Settles once the stream has ended, however it ended. */
   readonly finished: Promise<StreamOutcome>;
 
-  constructor(open: OpenFrame, send: FrameSink, config: EdgeConfig, version: ProtocolVersion) {
+  constructor(open: OpenFrame, send: FrameSink, config: EdgeConfig, version: ProtocolVersion, link?: TunnelLink) {
     this.#open = open;
     this.#version = version;
     this.#send = send;
     this.#config = config;
-    this.#receive = new ReceiveWindow(config.windowBytes);
-    this.#credit = new SendCredit(open.windowBytes, open.windowBytes);
+    this.#link = link;
+    // Both directions claim from the isolate's budget: the upload window we announce, and the
+    // download bytes we let ourselves have in flight, whatever window the agent announces (a
+    // full budget shrinks both to BUDGET_FLOOR_BYTES rather than refusing the stream).
+    const budget = isolateBudget(config.windowBudgetBytes);
+    const uploadWindowBytes = budget.claim(config.windowBytes, BUDGET_FLOOR_BYTES);
+    const tuning = link && speaksWindowGrowth(version) ? { maxWindowBytes: config.maxWindowBytes, rttMs: () => link.rttMs(), nowMs: Date.now } : undefined;
+    this.#receive = new ReceiveWindow(uploadWindowBytes, { budget, claimedBytes: uploadWindowBytes, tuning });
+    this.#credit = new SendCredit(open.windowBytes, open.windowBytes, {
+      budget,
+      unclaimedBytes: 0,
+      initialClaimBytes: config.windowBytes,
+      // However full the budget, enough in flight for the agent to return credit at all.
+      floorBytes: Math.max(BUDGET_FLOOR_BYTES, creditBatchBytes(open.windowBytes, speaksWindowGrowth(version))),
+    });
     this.#earlyBytes = open.earlyData.byteLength;
     this.finished = new Promise((resolve) => {
       this.#resolveFinished = resolve;
+    });
+    void this.finished.then(() => {
+      this.#receive.close();
+      this.#credit.release();
     });
     trackStream(this, this.finished);
   }
 
   /** What this stream holds now: upload bytes not yet written onward, download bytes not yet credited back. */
   hold(): StreamHold {
-    return { uploadHeldBytes: this.#receive.heldBytes, downloadUncreditedBytes: Math.max(0, this.#open.windowBytes - this.#credit.availableBytes) };
+    return { uploadHeldBytes: this.#receive.heldBytes, downloadUncreditedBytes: this.#credit.inFlightBytes };
   }
 
   /** Dials the destination (worker/dial/) and answers OPENED; then relays until both directions end. */
@@ -123,7 +151,8 @@ export class EdgeStream {
     this.#socket = socket;
     this.#route = result.route;
     this.#state = "open";
-    this.#send(encodeOpened(StreamStatus.Ok, this.#config.windowBytes));
+    this.#send(encodeOpened(StreamStatus.Ok, this.#receive.windowBytes));
+    if (speaksWindowGrowth(this.#version)) this.#link?.pingIfDue();
     this.#writer = socket.writable.getWriter();
     if (this.#open.earlyData.byteLength > 0) this.#write(this.#open.earlyData, false);
     for (const chunk of this.#earlyData) this.#write(chunk, false);
@@ -163,6 +192,14 @@ export class EdgeStream {
     if (this.#state === "closed") return;
     if (this.#state === "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "WINDOW before OPENED");
     this.#credit.grant(bytes);
+  }
+
+  /** The agent grew its download window (v4): more credit, used as far as the isolate's budget lets this stream hold it. */
+  onGrow(windowBytes: number): void {
+    if (this.#state === "closed") return;
+    if (this.#state === "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "GROW before OPENED");
+    this.#credit.grow(windowBytes);
+    noteWindow(this.#credit.limitBytes);
   }
 
   /** The agent's client finished sending: pass FIN on after every queued byte. */
@@ -213,11 +250,22 @@ export class EdgeStream {
       () => {
         this.#uploadedBytes += byteLength;
         if (!countedInWindow || this.#state !== "open") return;
-        const grant = this.#receive.delivered(byteLength);
-        if (grant > 0 && !this.#uploadEnded) this.#send(encodeWindow(grant));
+        this.#returnCredit(this.#receive.delivered(byteLength));
       },
       (error: unknown) => this.#fail(StreamStatus.GeneralFailure, `write to destination failed: ${errorMessage(error)}`),
     );
+  }
+
+  /** Sends what delivered() says: GROW before its WINDOW, so the agent's ceiling rises first. */
+  #returnCredit(grantBytes: number): void {
+    if (grantBytes === 0 || this.#uploadEnded) return;
+    const grownTo = this.#receive.takeGrowth();
+    if (grownTo !== undefined) {
+      noteWindow(grownTo);
+      this.#send(encodeGrow(grownTo));
+    }
+    this.#send(encodeWindow(grantBytes));
+    this.#link?.pingIfDue();
   }
 
   #closeUpload(): void {
@@ -235,7 +283,8 @@ export class EdgeStream {
     for (let rest = leftover; rest.byteLength > 0; ) {
       await this.#credit.whenAvailable();
       if (this.#state !== "open") return;
-      const piece = rest.subarray(0, Math.min(this.#credit.availableBytes, MAX_DATA_BYTES));
+      const piece = rest.subarray(0, Math.min(this.#credit.sendableBytes, MAX_DATA_BYTES));
+      if (piece.byteLength === 0) continue; // woken by credit our own limit still holds back
       rest = rest.subarray(piece.byteLength);
       this.#credit.consume(piece.byteLength);
       this.#downloadedBytes += piece.byteLength;
@@ -254,7 +303,8 @@ export class EdgeStream {
       for (;;) {
         await this.#credit.whenAvailable();
         if (this.#state !== "open") return;
-        const wantBytes = Math.min(this.#credit.availableBytes, readBytes);
+        const wantBytes = Math.min(this.#credit.sendableBytes, readBytes);
+        if (wantBytes === 0) continue; // woken by credit our own limit still holds back
         // Read behind a one-byte gap so the DATA header goes in front without a copy.
         const { value, done } = await reader.read(new Uint8Array(buffer, DATA_HEADER_BYTES, wantBytes));
         const gotBytes = value?.byteLength ?? 0;

@@ -6,13 +6,13 @@
 // runs unchanged in workerd and in Node.
 
 /** Newest protocol version this build speaks. It travels in the WebSocket handshake as the subprotocol. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /**
  * Every version this build speaks, newest first: the agent offers them all and the edge picks
  * the newest one offered, so an edge keeps serving the previous version's agents and an agent
  * keeps working with the previous version's edge (users update the two halves at different times).
  */
-export const PROTOCOL_VERSIONS = [3, 2] as const;
+export const PROTOCOL_VERSIONS = [4, 3, 2] as const;
 export type ProtocolVersion = (typeof PROTOCOL_VERSIONS)[number];
 /** The Sec-WebSocket-Protocol value that names `version`. */
 export function subprotocolFor(version: ProtocolVersion): string {
@@ -106,6 +106,16 @@ export const FrameType = {
    * early data, at most MAX_EARLY_DATA_BYTES, and never after the first DATA.
    */
   Early: 0x07,
+  /**
+   * Since v4, both ways: the receiver of a direction raises its window for the stream to the
+   * carried size (larger than before, at most MAX_WINDOW_BYTES); the difference is new credit.
+   * Auto-tuning (worker/flow-control.ts): windows grow while the path needs more.
+   */
+  Grow: 0x08,
+  /** Since v4, both ways, tunnel-wide: asks for a PONG with the same id (the round trip the windows are sized to). */
+  Ping: 0x09,
+  /** Since v4, both ways: the answer to a PING, its id echoed. */
+  Pong: 0x0a,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -222,8 +232,16 @@ export type DataFrame = { type: typeof FrameType.Data; payload: Uint8Array };
 export type EarlyFrame = { type: typeof FrameType.Early; payload: Uint8Array };
 export type WindowFrame = { type: typeof FrameType.Window; bytes: number };
 export type EndFrame = { type: typeof FrameType.End };
+export type GrowFrame = { type: typeof FrameType.Grow; windowBytes: number };
+export type PingFrame = { type: typeof FrameType.Ping; id: number };
+export type PongFrame = { type: typeof FrameType.Pong; id: number };
 export type ResetFrame = { type: typeof FrameType.Reset; status: StreamStatus; reason: string };
-export type Frame = OpenFrame | OpenedFrame | DataFrame | EarlyFrame | WindowFrame | EndFrame | ResetFrame;
+export type Frame = OpenFrame | OpenedFrame | DataFrame | EarlyFrame | WindowFrame | EndFrame | ResetFrame | GrowFrame | PingFrame | PongFrame;
+
+/** The frame types version 4 added: a peer of an older version closes the tunnel on them, so they are sent and accepted on v4 tunnels only. */
+export function speaksWindowGrowth(version: ProtocolVersion): boolean {
+  return version >= 4;
+}
 
 /** A protocol violation, carrying the close code the receiving side closes the WebSocket with. */
 export class ProtocolError extends Error {
@@ -353,6 +371,30 @@ export function encodeWindow(bytes: number): Uint8Array {
   return frame;
 }
 
+/** Encodes a GROW frame: the sender's receive window is now `windowBytes`. */
+export function encodeGrow(windowBytes: number): Uint8Array {
+  checkWindow(windowBytes, RangeError);
+  return encodeU32Frame(FrameType.Grow, windowBytes);
+}
+
+/** Encodes a PING frame with a 32-bit id. */
+export function encodePing(id: number): Uint8Array {
+  return encodeU32Frame(FrameType.Ping, id);
+}
+
+/** Encodes a PONG frame answering the PING with this id. */
+export function encodePong(id: number): Uint8Array {
+  return encodeU32Frame(FrameType.Pong, id);
+}
+
+function encodeU32Frame(type: FrameType, value: number): Uint8Array {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new RangeError(`frame field ${value} is outside 0..2^32-1`);
+  const frame = new Uint8Array(5);
+  frame[0] = type;
+  new DataView(frame.buffer).setUint32(1, value);
+  return frame;
+}
+
 /** Encodes an END frame. */
 export function encodeEnd(): Uint8Array {
   return Uint8Array.of(FrameType.End);
@@ -424,8 +466,11 @@ export function decodeHeaderOpen(value: string): OpenFrame {
 
 // ---- decoding -------------------------------------------------------------------------------
 
-/** Decodes one WebSocket binary message into a frame, or throws ProtocolError with its close code. */
-export function decodeFrame(message: Uint8Array): Frame {
+/**
+ * Decodes one WebSocket binary message into a frame, or throws ProtocolError with its close code.
+ * `version` is the tunnel's: a frame type added after it is unknown there (4400), as in a peer of that version.
+ */
+export function decodeFrame(message: Uint8Array, version: ProtocolVersion = PROTOCOL_VERSION): Frame {
   if (message.byteLength > MAX_FRAME_BYTES) {
     throw new ProtocolError(CloseCode.FrameTooLarge, `frame is ${message.byteLength} bytes; at most ${MAX_FRAME_BYTES}`);
   }
@@ -463,9 +508,19 @@ export function decodeFrame(message: Uint8Array): Frame {
       if (status === StreamStatus.Ok) throw malformed("RESET with status 0 (Ok): a reset is a failure");
       return { type, status, reason: decodeText(message.subarray(2), "RESET reason") };
     }
-    default:
-      throw malformed(`unknown frame type 0x${(type ?? 0).toString(16).padStart(2, "0")}`);
+    case FrameType.Grow:
+    case FrameType.Ping:
+    case FrameType.Pong: {
+      if (!speaksWindowGrowth(version)) break;
+      if (message.byteLength !== 5) throw malformed(`${type === FrameType.Grow ? "GROW" : type === FrameType.Ping ? "PING" : "PONG"} must be exactly 5 bytes`);
+      const value = view.getUint32(1);
+      if (type === FrameType.Ping) return { type, id: value };
+      if (type === FrameType.Pong) return { type, id: value };
+      checkWindow(value, malformedError);
+      return { type, windowBytes: value };
+    }
   }
+  throw malformed(`unknown frame type 0x${(type ?? 0).toString(16).padStart(2, "0")}`);
 }
 
 function decodeOpen(message: Uint8Array, view: DataView): OpenFrame {

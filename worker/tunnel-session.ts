@@ -3,7 +3,8 @@
 // v2 agent closes the socket after one stream).
 
 import type { EdgeConfig } from "./config.ts";
-import { EdgeStream, type StreamOutcome } from "./edge-stream.ts";
+import { EdgeStream, type StreamOutcome, type TunnelLink } from "./edge-stream.ts";
+import { RoundTrip } from "./round-trip.ts";
 import {
   CloseCode,
   FrameType,
@@ -12,6 +13,9 @@ import {
   StreamStatus,
   closeReason,
   decodeFrame,
+  encodePing,
+  encodePong,
+  speaksWindowGrowth,
   type Frame,
   type OpenFrame,
   type ProtocolVersion,
@@ -40,6 +44,15 @@ export class TunnelSession {
   #discardingStaleFrames = false;
   #openTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** The tunnel's round trip, from our PINGs (v4): every stream it carries sizes its windows to it. */
+  readonly #roundTrip = new RoundTrip();
+  readonly #link: TunnelLink = {
+    rttMs: () => this.#roundTrip.rttMs,
+    pingIfDue: () => {
+      const id = this.#roundTrip.pingDue(Date.now());
+      if (id !== undefined) this.#sendFrame(encodePing(id));
+    },
+  };
 
   constructor(socket: WebSocket, config: EdgeConfig, version: ProtocolVersion, waitUntil: (promise: Promise<unknown>) => void) {
     this.#socket = socket;
@@ -62,7 +75,7 @@ export class TunnelSession {
     let frame: Frame;
     try {
       if (typeof data === "string") throw new ProtocolError(CloseCode.MalformedFrame, "text messages are not part of the protocol");
-      frame = decodeFrame(new Uint8Array(data));
+      frame = decodeFrame(new Uint8Array(data), this.#version);
       this.#dispatch(frame);
     } catch (error) {
       if (error instanceof ProtocolError) this.#close(error.closeCode, error.message);
@@ -72,19 +85,39 @@ export class TunnelSession {
 
   #dispatch(frame: Frame): void {
     const stream = this.#stream;
+    // Tunnel-wide (v4; decodeFrame refuses them on older tunnels): any time, with or without a stream.
+    if (frame.type === FrameType.Ping) {
+      this.#sendFrame(encodePong(frame.id));
+      return;
+    }
+    if (frame.type === FrameType.Pong) {
+      this.#roundTrip.pong(frame.id, Date.now());
+      return;
+    }
     if (frame.type === FrameType.Open) {
       // A stream whose both directions have ended is only flushing FIN to its destination; the
       // agent may already open the next one. It finishes on its own (kept alive by waitUntil).
       if (stream && !stream.makesRoomForNext) throw new ProtocolError(CloseCode.UnexpectedFrame, "OPEN while a stream is active");
       // Only the current stream speaks: a superseded draining stream whose final flush fails must
       // not send a RESET the agent would read as a reset of the new stream.
-      const next: EdgeStream = new EdgeStream(frame, (bytes) => this.#stream === next && this.#sendFrame(bytes), this.#config, this.#version);
+      const next: EdgeStream = new EdgeStream(
+        frame,
+        (bytes) => this.#stream === next && this.#sendFrame(bytes),
+        this.#config,
+        this.#version,
+        speaksWindowGrowth(this.#version) ? this.#link : undefined,
+      );
       this.#startStream(next);
       return;
     }
     if (!stream) {
       const isStale =
-        frame.type === FrameType.Data || frame.type === FrameType.Early || frame.type === FrameType.Window || frame.type === FrameType.End || frame.type === FrameType.Reset;
+        frame.type === FrameType.Data ||
+        frame.type === FrameType.Early ||
+        frame.type === FrameType.Window ||
+        frame.type === FrameType.Grow ||
+        frame.type === FrameType.End ||
+        frame.type === FrameType.Reset;
       if (this.#discardingStaleFrames && isStale) return;
       throw new ProtocolError(CloseCode.UnexpectedFrame, `frame type ${frame.type} before OPEN`);
     }
@@ -97,6 +130,9 @@ export class TunnelSession {
         return;
       case FrameType.Window:
         stream.onWindow(frame.bytes);
+        return;
+      case FrameType.Grow:
+        stream.onGrow(frame.windowBytes);
         return;
       case FrameType.End:
         stream.onEnd();

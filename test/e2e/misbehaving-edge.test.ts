@@ -236,7 +236,7 @@ describe.each(MODES)("an agent ($mode tunnels) facing an edge that breaks the pr
     { fault: "END", message: encodeEnd(), code: CloseCode.UnexpectedFrame, reason: "END before OPENED", leftoverOnReuse: true },
     { fault: "an OPEN", message: encodeOpen({ type: AddressType.IPv4, host: "127.0.0.1", port: 9 }, AGENT_WINDOW_BYTES), code: CloseCode.UnexpectedFrame, reason: `frame type ${FrameType.Open} is sent by the agent, not to it`, leftoverOnReuse: false },
     { fault: "an EARLY", message: encodeEarly(Buffer.from("x")), code: CloseCode.UnexpectedFrame, reason: `frame type ${FrameType.Early} is sent by the agent, not to it`, leftoverOnReuse: false },
-    { fault: "an unknown frame type", message: Uint8Array.of(0x09), code: CloseCode.MalformedFrame, reason: "unknown frame type 0x09", leftoverOnReuse: false },
+    { fault: "an unknown frame type", message: Uint8Array.of(0x0b), code: CloseCode.MalformedFrame, reason: "unknown frame type 0x0b", leftoverOnReuse: false },
     { fault: "a text message", message: "hello", code: CloseCode.MalformedFrame, reason: "text messages are not part of the protocol", leftoverOnReuse: false },
     { fault: "a WINDOW of 3 bytes", message: Uint8Array.of(FrameType.Window, 0x00, 0x01), code: CloseCode.MalformedFrame, reason: "WINDOW must be exactly 5 bytes", leftoverOnReuse: false },
     { fault: "an empty DATA", message: Uint8Array.of(FrameType.Data), code: CloseCode.MalformedFrame, reason: "DATA with no payload", leftoverOnReuse: false },

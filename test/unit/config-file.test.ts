@@ -138,7 +138,7 @@ describe("parseConfigFile", () => {
     [{ lsiten: "127.0.0.1:1080" }, "lsiten: unknown field (expected listen, edge, tokenFile, users, rules, bypass, limits, logLevel, zeroRtt, onCloudflare)"],
     [{ users: [{ name: "a", password: SECRET, passwrd: SECRET }] }, "users[0].passwrd: unknown field (expected name, password, passwordEnv, passwordFile)"],
     [{ rules: [{ route: "direct", domain: "corp.example" }] }, "rules[0].domain: unknown field (expected route, suffix, host, cidr, port)"],
-    [{ limits: { maxConnection: 5 } }, "limits.maxConnection: unknown field (expected windowBytes, handshakeTimeoutMs, openTimeoutMs, pingIntervalMs, maxConnections, poolSize, maxStreamsPerTunnel, drainTimeoutMs)"],
+    [{ limits: { maxConnection: 5 } }, "limits.maxConnection: unknown field (expected windowBytes, maxWindowBytes, windowBudgetBytes, handshakeTimeoutMs, openTimeoutMs, pingIntervalMs, maxConnections, poolSize, maxStreamsPerTunnel, drainTimeoutMs)"],
   ])("refuses the unknown field in %j", (value, message) => {
     expect(fieldError(value)).toContain(`${FILE}: ${message}`);
   });

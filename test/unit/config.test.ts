@@ -60,6 +60,8 @@ describe("parseAgentCommand", () => {
       poolSize: 4,
       maxStreamsPerTunnel: 4,
       drainTimeoutMs: 5_000,
+      maxWindowBytes: 16 * 1024 * 1024,
+      windowBudgetBytes: 256 * 1024 * 1024,
       logLevel: "info",
       bypass: "private",
       rules: [...PRIVATE_RULES],
@@ -82,6 +84,10 @@ describe("parseAgentCommand", () => {
         tokenFile,
         "--window-bytes",
         "65536",
+        "--max-window-bytes",
+        "4194304",
+        "--window-budget-bytes",
+        "33554432",
         "--handshake-timeout-ms",
         "2000",
         "--open-timeout-ms",
@@ -115,6 +121,8 @@ describe("parseAgentCommand", () => {
       edgeLabel: "http://127.0.0.1:8787",
       token: "file-token-abcdefghijklmnop",
       windowBytes: 65_536,
+      maxWindowBytes: 4_194_304,
+      windowBudgetBytes: 33_554_432,
       handshakeTimeoutMs: 2000,
       openTimeoutMs: 3000,
       pingIntervalMs: 4000,
@@ -129,6 +137,13 @@ describe("parseAgentCommand", () => {
       zeroRtt: true,
       onCloudflare: "direct",
     } satisfies AgentConfig);
+  });
+
+  it("refuses a --max-window-bytes below --window-bytes, and lets the default ceiling follow a larger start", () => {
+    expect(() => runConfig(["--edge", "http://127.0.0.1:8787", "--window-bytes", "2097152", "--max-window-bytes", "1048576"])).toThrow(
+      "--max-window-bytes (1048576) must not be smaller than --window-bytes (2097152)",
+    );
+    expect(runConfig(["--edge", "http://127.0.0.1:8787", "--window-bytes", "33554432"])).toMatchObject({ windowBytes: 33_554_432, maxWindowBytes: 33_554_432 });
   });
 
   it("accepts --flag=value", () => {

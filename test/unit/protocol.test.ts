@@ -46,6 +46,7 @@ import {
   parseIPv6,
   truncateUtf8,
   type Destination,
+  type ProtocolVersion,
 } from "../../worker/protocol.ts";
 
 const utf8 = new TextEncoder();
@@ -64,9 +65,9 @@ const u16 = (value: number): number[] => [value >>> 8, value & 0xff];
 const u32 = (value: number): number[] => [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff];
 
 /** The ProtocolError decodeFrame throws for `message`; fails the test if it decodes. */
-function decodeError(message: Uint8Array): ProtocolError {
+function decodeError(message: Uint8Array, version?: ProtocolVersion): ProtocolError {
   try {
-    decodeFrame(message);
+    decodeFrame(message, version);
   } catch (error) {
     expect(error).toBeInstanceOf(ProtocolError);
     return error as ProtocolError;
@@ -92,11 +93,12 @@ const portAndWindow = (port: number, windowBytes: number): number[] => [...u16(p
 
 describe("wire constants", () => {
   it("negotiates the newest version both sides speak, and none when they share none", () => {
-    expect(PROTOCOL_VERSIONS).toEqual([3, 2]);
+    expect(PROTOCOL_VERSIONS).toEqual([4, 3, 2]);
     expect(chooseVersion(["edgesocks.v2", "edgesocks.v3"])).toBe(3);
+    expect(chooseVersion(["edgesocks.v2", "edgesocks.v4", "edgesocks.v3"])).toBe(4);
     expect(chooseVersion(["edgesocks.v2"])).toBe(2);
-    expect(chooseVersion(["edgesocks.v4", "edgesocks.v1"])).toBeUndefined();
-    expect(SUBPROTOCOLS).toEqual(["edgesocks.v3", "edgesocks.v2"]);
+    expect(chooseVersion(["edgesocks.v5", "edgesocks.v1"])).toBeUndefined();
+    expect(SUBPROTOCOLS).toEqual(["edgesocks.v4", "edgesocks.v3", "edgesocks.v2"]);
   });
 
   it("sends OnCloudflare to a v3 peer and NotAllowed to a v2 one, which cannot decode status 7", () => {
@@ -105,15 +107,15 @@ describe("wire constants", () => {
     expect(statusForVersion(StreamStatus.HostUnreachable, 2)).toBe(StreamStatus.HostUnreachable);
   });
 
-  it("match the numbers docs/protocol.md fixes for v3", () => {
-    expect(SUBPROTOCOL).toBe("edgesocks.v3");
+  it("match the numbers docs/protocol.md fixes for v4", () => {
+    expect(SUBPROTOCOL).toBe("edgesocks.v4");
     expect(OPEN_HEADER).toBe("Edgesocks-Open");
     expect(MAX_HEADER_OPEN_BYTES).toBe(8192);
     expect(POOLED_HEADER).toBe("Edgesocks-Pooled");
     expect(POOLED_OPEN_TIMEOUT_MS).toBe(300_000);
     expect(POOLED_MAX_IDLE_MS).toBeLessThan(POOLED_OPEN_TIMEOUT_MS);
     expect(TUNNEL_PATH).toBe("/tunnel");
-    expect(FrameType).toEqual({ Open: 1, Opened: 2, Data: 3, Window: 4, End: 5, Reset: 6, Early: 7 });
+    expect(FrameType).toEqual({ Open: 1, Opened: 2, Data: 3, Window: 4, End: 5, Reset: 6, Early: 7, Grow: 8, Ping: 9, Pong: 10 });
     expect(AddressType).toEqual({ IPv4: 1, Domain: 3, IPv6: 4 });
     expect(Object.values(StreamStatus)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(CloseCode).toEqual({
@@ -377,8 +379,27 @@ describe("decodeFrame refuses with 4400", () => {
     expectMalformed(new Uint8Array(0), /empty/);
   });
 
-  it.each([0x00, 0x08, 0x7f, 0xff])("unknown frame type %i", (type) => {
+  it.each([0x00, 0x0b, 0x7f, 0xff])("unknown frame type %i", (type) => {
     expectMalformed(bytes(type, 0, 0, 0, 0), new RegExp(`unknown frame type 0x${type.toString(16).padStart(2, "0")}`));
+  });
+
+  it.each([
+    [0x08, 3],
+    [0x09, 3],
+    [0x0a, 2],
+  ] as const)("frame type %i on a tunnel of version %i, which predates it", (type, version) => {
+    expect(decodeFrame(bytes(type, 0, 1, 0, 0))).toMatchObject({ type }); // known at v4
+    expect(decodeError(bytes(type, 0, 1, 0, 0), version)).toMatchObject({ closeCode: CloseCode.MalformedFrame, message: `unknown frame type 0x${type.toString(16).padStart(2, "0")}` });
+  });
+
+  it.each([
+    [bytes(FrameType.Grow, 0, 1, 0), /GROW must be exactly 5 bytes/],
+    [bytes(FrameType.Ping, 0, 0, 0, 1, 0), /PING must be exactly 5 bytes/],
+    [bytes(FrameType.Pong), /PONG must be exactly 5 bytes/],
+    [bytes(FrameType.Grow, 0, 0, 0x3f, 0xff), /window 16383 is outside/],
+    [bytes(FrameType.Grow, 0x04, 0, 0, 1), /window 67108865 is outside/],
+  ])("a v4 frame of the wrong size or window: %j", (message, pattern) => {
+    expectMalformed(message, pattern);
   });
 
   describe("OPEN", () => {

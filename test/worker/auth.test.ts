@@ -106,14 +106,14 @@ describe("GET /tunnel method, upgrade and version checks", () => {
   it("answers 400 naming the edge's version when the offered subprotocol is another version", async () => {
     const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v1" }) });
     expect(response.status).toBe(400);
-    expect(await response.text()).toMatch(/^unsupported protocol version: this edge speaks edgesocks\.v3, edgesocks\.v2; .+\n$/);
+    expect(await response.text()).toMatch(/^unsupported protocol version: this edge speaks edgesocks\.v4, edgesocks\.v3, edgesocks\.v2; .+\n$/);
     expect(response.webSocket).toBeNull();
   });
 
   it("answers 400 when no subprotocol is offered", async () => {
     const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": undefined }) });
     expect(response.status).toBe(400);
-    expect(await response.text()).toContain("this edge speaks edgesocks.v3, edgesocks.v2");
+    expect(await response.text()).toContain("this edge speaks edgesocks.v4, edgesocks.v3, edgesocks.v2");
   });
 
   it("checks the token before the version, so an unauthenticated peer learns no version", async () => {
@@ -125,11 +125,11 @@ describe("GET /tunnel method, upgrade and version checks", () => {
   });
 
   it("picks the newest version both speak out of a list of offered versions", async () => {
-    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v4, edgesocks.v3, edgesocks.v2" }) });
+    const response = await requestTunnel({ headers: tunnelHeaders({ "Sec-WebSocket-Protocol": "edgesocks.v5, edgesocks.v3, edgesocks.v4, edgesocks.v2" }) });
     acceptTunnel(response);
     expect(response.status).toBe(101);
-    expect(response.headers.get("Sec-WebSocket-Protocol")).toBe("edgesocks.v3");
-    expect(SUBPROTOCOL).toBe("edgesocks.v3");
+    expect(response.headers.get("Sec-WebSocket-Protocol")).toBe("edgesocks.v4");
+    expect(SUBPROTOCOL).toBe("edgesocks.v4");
   });
 
   it("keeps serving an agent of the previous version (edgesocks.v2 alone)", async () => {

@@ -48,8 +48,8 @@ describe("a first message that does not decode", () => {
 
   it("closes 4400 on an unknown frame type", async () => {
     const tunnel = await openTunnel();
-    tunnel.send(Uint8Array.of(0x08, 0x00));
-    expect(await tunnel.expectClose()).toEqual({ code: CloseCode.MalformedFrame, reason: "unknown frame type 0x08" });
+    tunnel.send(Uint8Array.of(0x0b, 0x00));
+    expect(await tunnel.expectClose()).toEqual({ code: CloseCode.MalformedFrame, reason: "unknown frame type 0x0b" });
   });
 
   it("closes 4400 on an OPEN cut inside its IPv4 address", async () => {

@@ -19,9 +19,12 @@ import {
   encodeData,
   encodeEarly,
   encodeEnd,
+  encodeGrow,
   encodeHeaderOpen,
   encodeOpen,
   encodeOpened,
+  encodePing,
+  encodePong,
   encodeReset,
   encodeWindow,
   formatIPv6,
@@ -57,6 +60,9 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.Window), bytes: fc.integer({ min: 1, max: 0xffffffff }) }),
   fc.record({ type: fc.constant(FrameType.End) }),
   fc.record({ type: fc.constant(FrameType.Reset), status: failureStatus, reason }),
+  fc.record({ type: fc.constant(FrameType.Grow), windowBytes: window }),
+  fc.record({ type: fc.constant(FrameType.Ping), id: fc.integer({ min: 0, max: 0xffffffff }) }),
+  fc.record({ type: fc.constant(FrameType.Pong), id: fc.integer({ min: 0, max: 0xffffffff }) }),
 );
 
 function encodeFrame(value: Frame): Uint8Array {
@@ -75,6 +81,12 @@ function encodeFrame(value: Frame): Uint8Array {
       return encodeEnd();
     case FrameType.Reset:
       return encodeReset(value.status, value.reason);
+    case FrameType.Grow:
+      return encodeGrow(value.windowBytes);
+    case FrameType.Ping:
+      return encodePing(value.id);
+    case FrameType.Pong:
+      return encodePong(value.id);
   }
 }
 
