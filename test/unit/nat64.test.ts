@@ -59,6 +59,15 @@ describe("synthesizeNat64", () => {
     expect(synthesizeNat64(parseNat64Prefix("2001:db8:64::/96"), "255.255.255.255")).toBe("2001:db8:64::ffff:ffff");
   });
 
+  it("synthesizes under the IPv4-mapped prefix ::ffff:0:0/96, which the end-to-end tests dial on loopback", () => {
+    // test/e2e/cloudflare-hosted.test.ts's NAT64 stand-in: the address is IPv4-mapped (RFC 4291
+    // section 2.5.5.2), so local workerd reaches the IPv4 origin it embeds.
+    const mapped = parseNat64Prefix("::ffff:0:0/96");
+    expect(mapped).toEqual({ bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff], text: "::ffff:0:0/96" });
+    expect(synthesizeNat64(mapped, "127.0.0.2")).toBe(canonical("::ffff:127.0.0.2"));
+    expect(parseIPv6(synthesizeNat64(mapped, "127.0.0.2"))).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 2]);
+  });
+
   it.each(["example.com", "192.0.2", "::1", "192.0.2.256", ""])("refuses %j: not an IPv4 address", (ipv4) => {
     expect(() => synthesizeNat64(parseNat64Prefix("64:ff9b::/96"), ipv4)).toThrow(Nat64Error);
   });
