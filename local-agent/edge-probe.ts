@@ -36,7 +36,21 @@ export async function probeEdge(tunnelUrl: string): Promise<string | undefined> 
     return `the edge speaks protocol ${String(protocol)}, this agent ${PROTOCOL_VERSIONS.join(" and ")}: redeploy the Worker or update the agent`;
   }
   if (protocol !== PROTOCOL_VERSION) {
-    return `the edge speaks protocol ${String(protocol)}, an older version this agent still speaks: connections work, but the edge does not classify its refused dials: a Cloudflare-hosted destination or a name that does not resolve is reported as "connection refused", and --on-cloudflare direct cannot apply; redeploy the Worker (npm run deploy)`;
+    return `the edge speaks protocol ${String(protocol)}, an older version this agent still speaks: connections work, but ${whatOlderEdgesLack(protocol as number)}; redeploy the Worker (npm run deploy)`;
   }
   return undefined;
+}
+
+/** What an edge of `protocol` does not do that this agent's newest version does, newest first. */
+function whatOlderEdgesLack(protocol: number): string {
+  const lacks: string[] = [];
+  // v4: windows that grow to the path.
+  if (protocol < 4) lacks.push("its windows do not grow to the path, so one stream moves at most one window (--window-bytes) per round trip on a long link");
+  // v3: the edge classifies the dials it is refused.
+  if (protocol < 3) {
+    lacks.push(
+      'it does not classify its refused dials: a Cloudflare-hosted destination or a name that does not resolve is reported as "connection refused", and --on-cloudflare direct cannot apply',
+    );
+  }
+  return lacks.join("; and ");
 }
