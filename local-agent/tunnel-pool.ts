@@ -54,6 +54,15 @@ const IDLE_SHRINK_MS = 15 * 60_000;
  * 73 with 16 (at --max-streams-per-tunnel 16).
  */
 const MAX_EXTRA_TAKEN_BACK = 16;
+/**
+ * Wait between a take() and the refill it calls for. A spare's upgrade is a TCP (and TLS)
+ * handshake on the agent's thread and a Worker request at the edge: started at once, it ran
+ * beside the taking stream's dial and first exchange, and on loopback cost that stream ~2.3 ms
+ * of CONNECT→reply and ~2.4 ms of its first exchange (npm run bench:first, issue 10). A burst
+ * that empties the pool sooner opens tunnels of its own, as it would while an immediate refill
+ * was still handshaking.
+ */
+const REFILL_DELAY_MS = 25;
 
 /** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
 const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.Grow, FrameType.End, FrameType.Reset, FrameType.Ping]);
@@ -109,6 +118,7 @@ export type PoolTimings = {
   minHealthyLifetimeMs: number;
   reusedMaxIdleMs?: number;
   idleShrinkMs?: number;
+  refillDelayMs?: number;
 };
 
 /** How a spare failed: the edge answered (each attempt a Worker request), or nothing answered. */
@@ -132,6 +142,8 @@ export class TunnelPool {
   /** Date.now() of the first failure of the current run of failures, for the recovery line. */
   #failingSinceMs = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The refill a take() asked for, once the taking stream's open is past. */
+  #refillTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** Date.now() of the last take(): the pool shrinks once it is idleShrinkMs old. */
   #lastTakeMs = Date.now();
@@ -146,6 +158,7 @@ export class TunnelPool {
     this.#timings = {
       reusedMaxIdleMs: REUSED_MAX_IDLE_MS,
       idleShrinkMs: IDLE_SHRINK_MS,
+      refillDelayMs: REFILL_DELAY_MS,
       ...timings,
       maxUnreachableRetryMs: timings.maxUnreachableRetryMs ?? Math.min(MAX_UNREACHABLE_RETRY_MS, timings.maxRetryMs),
     };
@@ -183,7 +196,13 @@ export class TunnelPool {
         this.#carried.set(taken, spare.streamsCarried);
       } else spare.socket.terminate();
     }
-    this.#fill();
+    if (this.#timings.refillDelayMs === 0) this.#fill();
+    else {
+      this.#refillTimer ??= setTimeout(() => {
+        this.#refillTimer = undefined;
+        this.#fill();
+      }, this.#timings.refillDelayMs);
+    }
     return taken;
   }
 
@@ -236,6 +255,7 @@ export class TunnelPool {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#refillTimer);
     for (const spare of this.#ready.splice(0)) {
       clearTimeout(spare.retireTimer);
       clearTimeout(spare.healthyTimer);

@@ -19,7 +19,8 @@ import { TunnelPool, type PoolTimings } from "../../local-agent/tunnel-pool.ts";
 import { POOLED_HEADER, REUSED_MAX_IDLE_MS, StreamStatus, SUBPROTOCOL, SUBPROTOCOLS, encodeData, encodeEnd, encodeOpened, encodeReset, encodeWindow } from "../../worker/protocol.ts";
 
 const TOKEN = "pool-test-token-0123456789";
-const FAST: PoolTimings = { maxIdleMs: 60_000, firstRetryMs: 100, maxRetryMs: 400, minHealthyLifetimeMs: 1_000 };
+/** 0 refill delay: a take() dials its replacement at once, so the tests count dials without moving the clock. */
+const FAST: PoolTimings = { maxIdleMs: 60_000, firstRetryMs: 100, maxRetryMs: 400, minHealthyLifetimeMs: 1_000, refillDelayMs: 0 };
 /** The keepalive interval of the ping tests; longer than minHealthyLifetimeMs, so a spare dropped after two is no failure. */
 const PING_INTERVAL_MS = 1_000;
 /**
@@ -192,6 +193,27 @@ describe("TunnelPool", () => {
     vi.advanceTimersByTime(FAST.maxIdleMs - 1);
     expect(dials).toHaveLength(3);
     expect(edge.upgrades).toHaveLength(3);
+  });
+
+  it("dials the replacements for takes in a row once, 25 ms after the first, not beside the taking streams' opens; none after close()", async () => {
+    const edge = await startFakeEdge("accept");
+    cleanups.push(() => edge.close());
+    const dials = recordDials(edge.port);
+    const { refillDelayMs: _zero, ...ownRefillDelay } = FAST; // the pool's own 25 ms
+    const { pool } = poolFor(edge, 3, ownRefillDelay);
+    pool.start();
+    await until(() => pool.readyCount === 3, "three spares");
+    for (const taken of [pool.take(), pool.take()]) cleanups.push(() => taken?.terminate());
+    vi.advanceTimersByTime(24);
+    expect(dials).toHaveLength(3);
+    vi.advanceTimersByTime(1);
+    expect(dials).toHaveLength(5); // both replacements, in one refill
+    await until(() => pool.readyCount === 3, "the replacements");
+    const last = pool.take();
+    cleanups.push(() => last?.terminate());
+    pool.close();
+    vi.advanceTimersByTime(1_000);
+    expect(dials).toHaveLength(5);
   });
 
   it("renews a spare that stays unused for maxIdleMs, closing it with 1000, not a millisecond sooner", async () => {
