@@ -18,7 +18,7 @@ import {
   encodeWindow,
   type Frame,
 } from "../../worker/protocol.ts";
-import { BUDGET_FLOOR_BYTES } from "../../worker/flow-control.ts";
+import { BUDGET_FLOOR_BYTES, creditBatchBytes } from "../../worker/flow-control.ts";
 import { TEST_TOKEN, TunnelClient, closeAllTunnels, describeFrame, loopback, openTunnel } from "./tunnel-client.ts";
 
 afterEach(closeAllTunnels);
@@ -146,8 +146,9 @@ describe("the isolate's window budget", () => {
   it("shrinks what a stream may hold to the floor while the budget is taken, and gives it back when the stream ends", async () => {
     const first = await openTunnel(env);
     expect(await first.open(loopback(inject("sourcePort")), DEFAULT_WINDOW_BYTES)).toMatchObject({ windowBytes: DEFAULT_WINDOW_BYTES });
-    // Its upload window took a full window of the budget: its download may have only the rest in flight.
-    await first.readData(BUDGET_FLOOR_BYTES);
+    // Its upload window took a full window of the budget: its download may have only the rest in
+    // flight, raised to the floor: the agent's credit batch (a quarter of its 1 MiB), or it would never return credit.
+    await first.readData(creditBatchBytes(DEFAULT_WINDOW_BYTES, true));
     await first.expectSilence(300);
     const second = await openTunnel(env);
     expect(await second.open(loopback(inject("echoPort")), DEFAULT_WINDOW_BYTES)).toMatchObject({ windowBytes: BUDGET_FLOOR_BYTES });
@@ -163,6 +164,38 @@ describe("the isolate's window budget", () => {
       if (attempt === 20) throw new Error(`the budget was not given back: OPENED announced ${opened.windowBytes}`);
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
+  });
+});
+
+describe("the edge's own bound as a sender", () => {
+  it("holds at most its budget for ten agents that announce 64 MiB windows and never read, on v4 and v3 tunnels", async () => {
+    const budgetBytes = 4 * 1024 * 1024;
+    const windowBytes = 256 * 1024;
+    const env = { EDGESOCKS_TOKEN: TEST_TOKEN, EDGESOCKS_WINDOW_BUDGET_BYTES: String(budgetBytes), EDGESOCKS_WINDOW_BYTES: String(windowBytes) };
+    const tunnels = await Promise.all(Array.from({ length: 10 }, (_, index) => openTunnel(env, index % 2 === 0 ? {} : V3)));
+    for (const tunnel of tunnels) expect(await tunnel.open(loopback(inject("sourcePort")), 64 * 1024 * 1024)).toMatchObject({ status: StreamStatus.Ok });
+    // Each origin has 2 MiB ready (20 MiB in all) and the agents' windows would take all of it:
+    // what arrives before every tunnel falls silent is what the edge let itself send.
+    const received = await Promise.all(
+      tunnels.map(async (tunnel) => {
+        let bytes = 0;
+        for (;;) {
+          const frame = await tunnel.nextFrame(500).catch(() => undefined);
+          if (!frame) return bytes;
+          if (frame.type === FrameType.Data) bytes += frame.payload.byteLength;
+          else if (frame.type === FrameType.End) return bytes; // all 2 MiB: a v3 agent's batch floor allows it
+          else if (frame.type !== FrameType.Ping) throw new Error(`unexpected ${describeFrame(frame)}`);
+        }
+      }),
+    );
+    const total = received.reduce((sum, bytes) => sum + bytes, 0);
+    // Over the budget only by the floors: each stream may always have one agent credit batch
+    // (256 KiB for a v4 agent; a quarter of 64 MiB for a v3 one, whose batch is uncapped) in flight.
+    const v3Batch = (64 * 1024 * 1024) / 4;
+    expect(Math.min(...received)).toBeGreaterThan(0);
+    expect(total).toBeLessThanOrEqual(budgetBytes + 5 * 256 * 1024 + 5 * Math.min(v3Batch, 2 * 1024 * 1024));
+    // The v4 streams (even indexes) are held to their share; without the budget each would get all 2 MiB.
+    expect(received.filter((_, index) => index % 2 === 0).reduce((sum, bytes) => sum + bytes, 0)).toBeLessThan(5 * 2 * 1024 * 1024);
   });
 });
 
