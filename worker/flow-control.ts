@@ -29,8 +29,10 @@ const MAX_CREDIT_BATCH_BYTES = 256 * 1024;
 export const DEFAULT_MAX_WINDOW_BYTES = 16 * 1024 * 1024;
 /**
  * What a stream direction gets whatever its budget says: a stream must not stall for want of
- * room, so a full budget shrinks new windows to this instead of refusing them; the budget may be
- * exceeded by this much per stream direction, and by nothing else.
+ * room, so a full budget shrinks new windows to this instead of refusing them. The budget is
+ * exceeded only by floors: this one per stream direction, and a sender's credit-batch floor (a
+ * receiver returns no credit until a batch is in: at most 256 KiB per stream toward a v4
+ * receiver, a quarter of its window toward an older one).
  */
 export const BUDGET_FLOOR_BYTES = 64 * 1024;
 
@@ -70,6 +72,13 @@ export class WindowBudget {
     this.#inUseBytes -= bytes;
   }
 }
+
+/**
+ * The growth rule's factor: a window doubles when its delivered fraction took less than this many
+ * round trips times the fraction, i.e. while the window is under this many bandwidth-delay
+ * products. quic-go uses 4; windows then settle at 4-8 BDP. Set by the link benchmark.
+ */
+export const GROWTH_ROUND_TRIPS = 4;
 
 /** How a receive window auto-tunes (protocol v4): its ceiling and the tunnel's round trip. */
 export type WindowTuning = {
@@ -181,7 +190,7 @@ export class ReceiveWindow {
     const elapsedMs = nowMs - this.#epochStartMs;
     this.#epochStartMs = nowMs;
     this.#epochStartDeliveredBytes = this.#deliveredBytes;
-    if (rttMs === undefined || elapsedMs >= 4 * (inEpochBytes / this.#windowBytes) * rttMs) return;
+    if (rttMs === undefined || elapsedMs >= GROWTH_ROUND_TRIPS * (inEpochBytes / this.#windowBytes) * rttMs) return;
     const targetBytes = Math.min(2 * this.#windowBytes, tuning.maxWindowBytes);
     if (targetBytes <= this.#windowBytes) return;
     const extraBytes = budget.claim(targetBytes - this.#windowBytes);
@@ -295,6 +304,10 @@ export class SendCredit {
     }
     this.#availableBytes += windowBytes - this.#windowBytes;
     this.#windowBytes = windowBytes;
+    // Only a v4 receiver sends GROW, and it returns credit in batches of a quarter of its grown
+    // window (at most MAX_CREDIT_BATCH_BYTES): keep that much in flight however full the budget,
+    // as the first limit's floor does for the window it started with, or no credit ever comes back.
+    this.#claimAtLeast(creditBatchBytes(windowBytes, true));
     this.#wake();
   }
 
@@ -322,6 +335,15 @@ export class SendCredit {
     if (this.#budget && this.#claimedBytes > 0) this.#budget.budget.release(this.#claimedBytes);
     this.#claimedBytes = 0;
     this.#wake();
+  }
+
+  /** Raises the limit to `limitBytes`, past the budget if it must (by at most MAX_CREDIT_BATCH_BYTES per stream). */
+  #claimAtLeast(limitBytes: number): void {
+    const shortBytes = Math.min(limitBytes, this.#windowBytes) - this.#limitBytes;
+    if (!this.#budget || this.#released || shortBytes <= 0) return;
+    const extraBytes = this.#budget.budget.claim(shortBytes, shortBytes);
+    this.#claimedBytes += extraBytes;
+    this.#limitBytes += extraBytes;
   }
 
   #raiseLimit(): void {

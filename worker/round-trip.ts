@@ -3,6 +3,12 @@
 
 /** A PING is sent at most this often while streams want a fresh sample. */
 export const PING_INTERVAL_MS = 1_000;
+/**
+ * A PING unanswered this long is taken as lost and replaced. Sooner, a new PING would discard the
+ * pending one, and a path slower than PING_INTERVAL_MS (or a PING queued behind that much DATA)
+ * would never yield a sample.
+ */
+export const PING_LOST_MS = 10 * PING_INTERVAL_MS;
 /** Samples kept: the round trip used is their minimum. */
 const SAMPLES_KEPT = 8;
 
@@ -23,9 +29,10 @@ export class RoundTrip {
     return this.#samplesMs.length === 0 ? undefined : Math.min(...this.#samplesMs);
   }
 
-  /** The id of a PING to send now, or undefined when one went less than PING_INTERVAL_MS ago. */
+  /** The id of a PING to send now, or undefined when one went less than PING_INTERVAL_MS ago or is still awaiting its PONG. */
   pingDue(nowMs: number): number | undefined {
     if (nowMs - this.#lastPingAtMs < PING_INTERVAL_MS) return undefined;
+    if (this.#pending && nowMs - this.#pending.sentAtMs < PING_LOST_MS) return undefined;
     const id = this.#nextId;
     this.#nextId = (this.#nextId % 0xffffffff) + 1;
     this.#pending = { id, sentAtMs: nowMs };
