@@ -23,8 +23,8 @@ import WebSocket from "ws";
 import type { AgentConfig } from "./config.ts";
 import { openEdgeSocket, whenRefused } from "./edge-socket.ts";
 import type { Logger } from "./log.ts";
-import { roundTripOf, tunnelVersion } from "./tunnel-link.ts";
-import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame, type Frame } from "../worker/protocol.ts";
+import { pingIfDue, roundTripOf, tunnelVersion } from "./tunnel-link.ts";
+import { CloseCode, FrameType, POOLED_HEADER, POOLED_MAX_IDLE_MS, ProtocolError, REUSED_MAX_IDLE_MS, decodeFrame, encodePong, type Frame } from "../worker/protocol.ts";
 
 /** First wait after a failed spare; it doubles with each failure in a row. */
 const FIRST_RETRY_MS = 1_000;
@@ -65,7 +65,7 @@ const MAX_EXTRA_TAKEN_BACK = 16;
 const REFILL_DELAY_MS = 25;
 
 /** Frames the edge may still send for a stream after the agent has seen it end; any other breaks the protocol. */
-const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.Grow, FrameType.End, FrameType.Reset, FrameType.Ping]);
+const STALE_FRAME_TYPES: ReadonlySet<number> = new Set([FrameType.Data, FrameType.Window, FrameType.Grow, FrameType.End, FrameType.Reset]);
 
 /** Whether `frame`, arriving on a tunnel whose stream is over, may be a leftover of that stream. */
 export function isStaleFrame(frame: Frame): boolean {
@@ -86,12 +86,17 @@ function idleTunnelFault(socket: WebSocket, data: Buffer, isBinary: boolean, lef
     if (error instanceof ProtocolError) return error;
     throw error;
   }
-  if (leftoversExpected && isStaleFrame(frame)) return undefined;
-  // The answer to a PING a stream sent (v4): still a sample of the tunnel's round trip.
+  // Tunnel-wide (v4), idle or not: the edge PINGs a fresh spare for its round trip, and a PONG
+  // (to the spare's own PING, or to one a finished stream sent) is a sample all the same.
+  if (frame.type === FrameType.Ping) {
+    socket.send(encodePong(frame.id));
+    return undefined;
+  }
   if (frame.type === FrameType.Pong) {
     roundTripOf(socket).pong(frame.id, performance.now());
     return undefined;
   }
+  if (leftoversExpected && isStaleFrame(frame)) return undefined;
   return new ProtocolError(CloseCode.UnexpectedFrame, "edge sent a frame to an idle tunnel");
 }
 
@@ -299,6 +304,9 @@ export class TunnelPool {
         detach,
       };
       this.#ready.push(spare);
+      // The round trip of an idle tunnel (v4): the one sample no DATA queues in front of, which
+      // the windows of its streams then size to.
+      pingIfDue(socket);
       this.#log.debug(`warm pool: ${this.#ready.length} of ${this.#config.poolSize} spares ready`);
     };
     const onError = (error: Error) => {

@@ -6,7 +6,7 @@
 import type { EdgeEnv } from "./config.ts";
 import { isolateHold } from "./held-bytes.ts";
 import { configOrRefusal, tokenRefusal } from "./refusal.ts";
-import { budgetCounters } from "./window-budget.ts";
+import { budgetCounters, resetPeaks } from "./window-budget.ts";
 
 export const DEV_COUNTERS_PATH = "/dev/counters";
 
@@ -16,5 +16,8 @@ export async function handleDevCounters(request: Request, env: EdgeEnv): Promise
   if (config instanceof Response) return config;
   const unauthorized = await tokenRefusal(request, config);
   if (unauthorized) return unauthorized;
-  return Response.json({ ...isolateHold(), ...budgetCounters() }, { headers: { "Cache-Control": "no-store" } });
+  const counters = { ...isolateHold(), ...budgetCounters() };
+  // After the read: the answer still carries the peaks that are being started over.
+  if (new URL(request.url).searchParams.get("reset") === "peaks") resetPeaks();
+  return Response.json(counters, { headers: { "Cache-Control": "no-store" } });
 }

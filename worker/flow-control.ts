@@ -59,6 +59,11 @@ export class WindowBudget {
     return this.#peakInUseBytes;
   }
 
+  /** The peak starts over from what is claimed now. */
+  resetPeak(): void {
+    this.#peakInUseBytes = this.#inUseBytes;
+  }
+
   /** Claims up to `wantBytes`, as much as there is room for but never less than min(floorBytes, wantBytes). */
   claim(wantBytes: number, floorBytes = 0): number {
     const room = Math.max(0, this.totalBytes - this.#inUseBytes);

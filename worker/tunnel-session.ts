@@ -68,6 +68,10 @@ export class TunnelSession {
     this.#socket.addEventListener("error", () => this.#onSocketGone("tunnel WebSocket failed"));
     if (how.kind === "open") this.#dispatch(how.open);
     else this.#armOpenTimer(how.kind === "pooled" ? POOLED_OPEN_TIMEOUT_MS : this.#config.openTimeoutMs);
+    // A warm spare waiting for its OPEN (v4) gets its round trip while nothing queues in front of the
+    // PING: a sample taken under a stream's DATA is that much too long, and windows sized to it
+    // would only fill the path's queue.
+    if (how.kind === "pooled" && speaksWindowGrowth(this.#version)) this.#link.pingIfDue();
   }
 
   #onMessage(data: string | ArrayBuffer): void {

@@ -18,6 +18,12 @@ export function noteWindow(windowBytes: number): void {
   peakWindowBytes = Math.max(peakWindowBytes, windowBytes);
 }
 
+/** Starts the peaks over (GET /dev/counters?reset=peaks), so a benchmark reads each run's own. */
+export function resetPeaks(): void {
+  peakWindowBytes = 0;
+  budget?.resetPeak();
+}
+
 /** The budget's figures for GET /dev/counters. */
 export function budgetCounters(): { budgetBytes: number; budgetInUseBytes: number; peakBudgetInUseBytes: number; peakWindowBytes: number } {
   return {

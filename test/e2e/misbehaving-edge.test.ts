@@ -12,7 +12,7 @@
 
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type RunningAgent } from "./processes.ts";
 import { startScriptedEdge, type ScriptedEdge, type ScriptedTunnel } from "./scripted-edge.ts";
 import { AddressType, CloseCode, FrameType, StreamStatus, encodeData, encodeEarly, encodeEnd, encodeOpen, encodeOpened, encodeWindow } from "../../worker/protocol.ts";
@@ -134,6 +134,10 @@ describe.each(MODES)("an agent ($mode tunnels) facing an edge that breaks the pr
   afterAll(async () => {
     await agent?.stop();
     await edge?.close();
+  });
+  // The pool refills 25 ms after a take (tunnel-pool.ts): back-to-back cases would otherwise empty it.
+  beforeEach(async () => {
+    if (tunnelKind === "pooled") await edge.waitForIdleSpares(1);
   });
   afterEach(() => {
     for (const client of clients.splice(0)) client.socket.destroy();

@@ -29,6 +29,7 @@ import {
   encodeData,
   encodeEnd,
   encodeOpened,
+  encodePong,
   encodeWindow,
   subprotocolFor,
   type Frame,
@@ -58,6 +59,8 @@ export class ScriptedTunnel {
   readonly closed: Promise<AgentClose>;
   readonly #socket: WebSocket;
   #isClosed = false;
+  /** The agent PINGed the tunnel: a v4 agent does so once its spare is open, so it is in the agent's pool. */
+  pinged = false;
   #streamStartIndex = 0;
   readonly #listeners = new Set<() => void>();
   /** Called with each frame from the agent as it arrives, after it is recorded. */
@@ -236,6 +239,14 @@ export async function startScriptedEdge(token: string): Promise<ScriptedEdge> {
           tunnel.close(failure.closeCode, failure.message);
           return;
         }
+        // The tunnel's round trip (v4) is answered as the real edge answers it, and kept out of the scripts' view.
+        if (frame.type === FrameType.Ping) {
+          ws.send(encodePong(frame.id));
+          tunnel.pinged = true;
+          changed();
+          return;
+        }
+        if (frame.type === FrameType.Pong) return;
         tunnel.received(frame);
         // Each OPEN starts a stream: the agent sends the next one on a tunnel whose stream is over.
         if (frame.type === FrameType.Open) startStream(frame);
@@ -279,7 +290,9 @@ export async function startScriptedEdge(token: string): Promise<ScriptedEdge> {
     waitForIdleSpares: (count, timeoutMs = DEFAULT_WAIT_MS) =>
       until(
         () => {
-          const idle = tunnels.filter((tunnel) => tunnel.kind === "pooled" && tunnel.streamCount === 0 && !tunnel.isClosed);
+          // Pinged: open at the agent too, not only here (its PING follows its 'open'), so a
+          // connection made now rides one of them.
+          const idle = tunnels.filter((tunnel) => tunnel.kind === "pooled" && tunnel.streamCount === 0 && !tunnel.isClosed && tunnel.pinged);
           return idle.length >= count ? idle : undefined;
         },
         `fewer than ${count} idle spares`,

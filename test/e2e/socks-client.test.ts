@@ -262,4 +262,19 @@ describe("GET /dev/counters on the dev edge (EDGESOCKS_DEV_COUNTERS=1)", () => {
     expect(refused.status).toBe(401);
     expect(await edgeHold()).toMatchObject({ streams: expect.any(Number), uploadHeldBytes: expect.any(Number), downloadUncreditedBytes: expect.any(Number) });
   });
+
+  it("reports the budget and the peak window, and starts the peaks over on ?reset=peaks after answering", async () => {
+    const read = async (query = "") => {
+      const response = await fetch(`${inject("edgeUrl")}/dev/counters${query}`, { headers: { Authorization: `Bearer ${inject("edgeToken")}` } });
+      return (await response.json()) as { budgetBytes: number; peakWindowBytes: number; peakBudgetInUseBytes: number; budgetInUseBytes: number };
+    };
+    // The stall tests above grew windows and filled part of the budget.
+    const before = await read("?reset=peaks");
+    expect(before.budgetBytes).toBe(64 * MIB);
+    expect(before.peakWindowBytes).toBeGreaterThan(0);
+    expect(before.peakBudgetInUseBytes).toBeGreaterThan(0);
+    const after = await read();
+    expect(after.peakWindowBytes).toBe(0);
+    expect(after.peakBudgetInUseBytes).toBe(after.budgetInUseBytes);
+  });
 });
