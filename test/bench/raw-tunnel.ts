@@ -5,7 +5,7 @@
 
 import WebSocket from "ws";
 import { maskGeneratorFor } from "../../local-agent/frame-mask.ts";
-import { MAX_FRAME_BYTES, OPEN_HEADER, SUBPROTOCOLS, TUNNEL_PATH, decodeFrame, encodeHeaderOpen, type Frame } from "../../worker/protocol.ts";
+import { FrameType, MAX_FRAME_BYTES, OPEN_HEADER, SUBPROTOCOLS, TUNNEL_PATH, decodeFrame, encodeHeaderOpen, encodePong, type Frame } from "../../worker/protocol.ts";
 
 /** Longer than any frame takes on loopback, even on a loaded machine: a wait that hits it has found a hang. */
 const FRAME_TIMEOUT_MS = 15_000;
@@ -82,6 +82,11 @@ export class RawTunnel {
     const deadline = Date.now() + FRAME_TIMEOUT_MS;
     for (;;) {
       const frame = this.#queue.shift();
+      // A v4 edge PINGs a tunnel for its round trip: answered as the agent answers it, and not a frame of the workload.
+      if (frame?.type === FrameType.Ping) {
+        this.#socket.send(encodePong(frame.id));
+        continue;
+      }
       if (frame) return frame;
       if (this.#failure) throw this.#failure;
       if (this.#closeInfo) throw new Error(`tunnel closed (${this.#closeInfo.code} ${this.#closeInfo.reason}) while a frame was awaited`);
