@@ -80,14 +80,14 @@ export class AgentStream {
     this.#config = config;
     this.#log = log;
     this.#onClosed = request.onClosed;
-    // The download window grows with the tunnel's round trip on a v4 tunnel; before the edge's
-    // 101 names the version there is no round trip yet, so it cannot grow early.
+    // The download window grows with the tunnel's round trip: there is none before the first PONG,
+    // and only a v4 tunnel carries PONGs (decodeFrame refuses them on older ones).
     this.#receive = new ReceiveWindow(config.windowBytes, {
       budget: agentBudget(config),
       claimedBytes: 0,
       tuning: {
         maxWindowBytes: config.maxWindowBytes,
-        rttMs: () => (this.#edge && speaksWindowGrowth(tunnelVersion(this.#edge)) ? roundTripOf(this.#edge).rttMs : undefined),
+        rttMs: () => (this.#edge ? roundTripOf(this.#edge).rttMs : undefined),
         nowMs: () => performance.now(),
       },
     });

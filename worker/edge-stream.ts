@@ -63,6 +63,7 @@ export class EdgeStream {
   readonly #receive: ReceiveWindow;
   readonly #credit: SendCredit;
   readonly #version: ProtocolVersion;
+  /** The tunnel's round trip: given on v4 tunnels only, so a stream without it sends no PING or GROW. */
   readonly #link: TunnelLink | undefined;
   #state: StreamState = "opening";
   #dial: DialAttempt | undefined;
@@ -98,7 +99,7 @@ export class EdgeStream {
     // full budget shrinks both to BUDGET_FLOOR_BYTES rather than refusing the stream).
     const budget = isolateBudget(config.windowBudgetBytes);
     const uploadWindowBytes = budget.claim(config.windowBytes, BUDGET_FLOOR_BYTES);
-    const tuning = link && speaksWindowGrowth(version) ? { maxWindowBytes: config.maxWindowBytes, rttMs: () => link.rttMs(), nowMs: Date.now } : undefined;
+    const tuning = link ? { maxWindowBytes: config.maxWindowBytes, rttMs: () => link.rttMs(), nowMs: Date.now } : undefined;
     this.#receive = new ReceiveWindow(uploadWindowBytes, { budget, claimedBytes: uploadWindowBytes, tuning });
     this.#credit = new SendCredit(open.windowBytes, open.windowBytes, {
       budget,
@@ -152,7 +153,7 @@ export class EdgeStream {
     this.#route = result.route;
     this.#state = "open";
     this.#send(encodeOpened(StreamStatus.Ok, this.#receive.windowBytes));
-    if (speaksWindowGrowth(this.#version)) this.#link?.pingIfDue();
+    this.#link?.pingIfDue();
     this.#writer = socket.writable.getWriter();
     if (this.#open.earlyData.byteLength > 0) this.#write(this.#open.earlyData, false);
     for (const chunk of this.#earlyData) this.#write(chunk, false);
