@@ -1,6 +1,6 @@
 // Leveled, one-line logging to stderr. Callers never pass secrets; nothing here prints stacks.
 
-import type { LogLevel } from "./config.ts";
+import type { LogLevel } from "./config/config.ts";
 
 const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 

@@ -2,12 +2,12 @@
 // drains them: open transfers get a deadline to finish, and whatever is left is reset.
 
 import { createServer, type AddressInfo, type Socket } from "node:net";
-import { OverCapacity } from "./capacity.ts";
-import type { AgentConfig } from "./config.ts";
-import { startTunnelPool } from "./dialer.ts";
+import { OverCapacity } from "./front/capacity.ts";
+import type { AgentConfig } from "./config/config.ts";
+import { startTunnelPool } from "./tunnel/dialer.ts";
 import type { Logger } from "./log.ts";
-import { serveClient } from "./front-door.ts";
-import { createHttpFront } from "./http-front.ts";
+import { serveClient } from "./front/front-door.ts";
+import { createHttpFront } from "./front/http-front.ts";
 
 /** What a shutdown did: connections that ended by themselves during the drain, and those reset. */
 export type DrainResult = { finished: number; reset: number };

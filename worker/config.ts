@@ -4,8 +4,8 @@ import { CidrError, parseCidrList, type Cidr } from "./dial/cidr.ts";
 import { Nat64Error, parseNat64Prefix, type Nat64Prefix } from "./dial/nat64.ts";
 import { RelayConfigError, parseRelayList, type CloudflareRelay } from "./dial/relay.ts";
 import { UpstreamConfigError, parseUpstreamUrl, type UpstreamProxy } from "./dial/upstream-url.ts";
-import { DEFAULT_MAX_WINDOW_BYTES } from "./flow-control.ts";
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, NEXT_OPEN_TIMEOUT_MS } from "./protocol.ts";
+import { DEFAULT_MAX_WINDOW_BYTES } from "./protocol/flow-control.ts";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES, NEXT_OPEN_TIMEOUT_MS } from "./protocol/index.ts";
 
 /** Bindings the Worker reads. EDGESOCKS_TOKEN is a secret; the rest are plain vars. */
 export type EdgeEnv = {
@@ -67,7 +67,7 @@ export type EdgeConfig = {
 
 /**
  * Largest BYOB read from a destination (reads start at 16 KiB and grow while they come back
- * full: worker/edge-stream.ts). workerd's default reader yields ~4 KiB chunks (~45 MB/s as one
+ * full: worker/tunnel/edge-stream.ts). workerd's default reader yields ~4 KiB chunks (~45 MB/s as one
  * message each); reads into 256 KiB-1 MiB buffers measured 250-390 MB/s on this machine. Much of
  * workerd's download cost is per message: 512 KiB reads cost 0.69x the CPU per GB of 256 KiB
  * ones (npm run bench:ab), while two reads still fit in the default 1 MiB window.
@@ -81,7 +81,7 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_EDGE_WINDOW_BUDGET_BYTES = 64 * 1024 * 1024;
 /** A budget above this could not be held by one isolate at all. */
 const MAX_WINDOW_BUDGET_BYTES = 1024 * 1024 * 1024;
-/** No OPEN within this of the upgrade, or of the previous stream's end: 4408 (the agent relies on it, protocol.ts). */
+/** No OPEN within this of the upgrade, or of the previous stream's end: 4408 (the agent relies on it, protocol/constants.ts). */
 export const DEFAULT_OPEN_TIMEOUT_MS = NEXT_OPEN_TIMEOUT_MS;
 /** Cloudflare's own resolver: reached from a Worker without leaving Cloudflare's network. */
 export const DEFAULT_DOH_URL = "https://cloudflare-dns.com/dns-query";

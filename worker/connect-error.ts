@@ -1,6 +1,6 @@
 // Maps a failure of connect() from cloudflare:sockets to the stream status the agent reports.
 
-import { StreamStatus } from "./protocol.ts";
+import { StreamStatus } from "./protocol/index.ts";
 
 /** Ports a Worker may never dial: Cloudflare blocks outbound SMTP (port 25) from Workers. */
 export const BLOCKED_PORTS: ReadonlySet<number> = new Set([25]);

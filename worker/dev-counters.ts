@@ -4,9 +4,9 @@
 // is not found, as on any deployed Worker; on, it still needs the token.
 
 import type { EdgeEnv } from "./config.ts";
-import { isolateHold } from "./held-bytes.ts";
+import { isolateHold } from "./tunnel/held-bytes.ts";
 import { configOrRefusal, tokenRefusal } from "./refusal.ts";
-import { budgetCounters, resetPeaks } from "./window-budget.ts";
+import { budgetCounters, resetPeaks } from "./tunnel/window-budget.ts";
 
 export const DEV_COUNTERS_PATH = "/dev/counters";
 

@@ -5,7 +5,7 @@
 
 import type { EdgeConfig, EdgeEnv } from "./config.ts";
 import { configOrRefusal, refuse, tokenRefusal } from "./refusal.ts";
-import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol.ts";
+import { DNS_HEADER_BYTES, DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "./protocol/index.ts";
 import { isTimeout, readAtMost } from "./dial/bounded-body.ts";
 
 /** Answers a DNS query: 200 with the resolver's answer, or the status that says why not. */

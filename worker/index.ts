@@ -4,8 +4,8 @@ import { Hono } from "hono";
 import type { EdgeEnv } from "./config.ts";
 import { DEV_COUNTERS_PATH, handleDevCounters } from "./dev-counters.ts";
 import { handleDnsRequest } from "./dns-endpoint.ts";
-import { DNS_PATH, PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "./protocol.ts";
-import { handleTunnelRequest } from "./tunnel-endpoint.ts";
+import { DNS_PATH, PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "./protocol/index.ts";
+import { handleTunnelRequest } from "./tunnel/tunnel-endpoint.ts";
 import { EDGESOCKS_VERSION } from "./version.ts";
 
 const app = new Hono<{ Bindings: EdgeEnv }>();

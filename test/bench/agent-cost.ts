@@ -233,7 +233,7 @@ type Agent = { pid: number; port: number; inspectorUrl: string; root: string; lo
  * pass). Its own process group, ended by stop() (SIGTERM, SIGKILL after 5 s).
  */
 async function startAgentProcess(edgeUrl: string, token: string, options: Options, root: string, extraArgs: string[]): Promise<Agent> {
-  const cli = join(root, "local-agent", "cli.ts");
+  const cli = join(root, "local-agent", "cli", "main.ts");
   const child: ChildProcess = spawn(process.execPath, ["--inspect=127.0.0.1:0", ...options.nodeArgs, cli, "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...options.agentArgs, ...extraArgs], {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe"],

@@ -41,7 +41,7 @@ const requestBytes = Number(values["request-bytes"]);
 if (!Number.isInteger(samples) || samples < 1) usage("--samples must be a whole number of 1 or more");
 if (!Number.isFinite(gapMs) || gapMs < 0) usage("--gap-ms must be a number of 0 or more");
 const root = values.root === undefined ? repoRoot : resolve(values.root);
-const agentCli = join(root, "local-agent", "cli.ts");
+const agentCli = join(root, "local-agent", "cli", "main.ts");
 if (!Number.isInteger(requestBytes) || requestBytes < 1 || requestBytes > 16_384) usage("--request-bytes must be 1..16384");
 
 function usage(message: string): never {

@@ -77,7 +77,7 @@ export async function startPageStack(progress: (line: string) => void): Promise<
       local,
       token,
       startAgent: async (name, edgeUrl, args) => {
-        const agent = spawnGroup(name, process.execPath, [join(dir, "local-agent", "cli.ts"), "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...args], {
+        const agent = spawnGroup(name, process.execPath, [join(dir, "local-agent", "cli", "main.ts"), "--edge", edgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", ...args], {
           cwd: dir,
           env: { ...process.env, EDGESOCKS_TOKEN: token },
         });

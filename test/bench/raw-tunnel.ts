@@ -1,11 +1,11 @@
 // A tunnel to the edge without the agent: a `ws` client speaking the wire protocol
-// (worker/protocol.ts), so a benchmark charges the Worker for exactly the frames it sends. The
-// socket is set up as the agent's is (local-agent/edge-socket.ts): no deflate, frames capped at
+// (worker/protocol/codec.ts), so a benchmark charges the Worker for exactly the frames it sends. The
+// socket is set up as the agent's is (local-agent/tunnel/edge-socket.ts): no deflate, frames capped at
 // MAX_FRAME_BYTES, the all-zero mask the agent uses inside TLS and on loopback.
 
 import WebSocket from "ws";
-import { maskGeneratorFor } from "../../local-agent/frame-mask.ts";
-import { FrameType, MAX_FRAME_BYTES, OPEN_HEADER, SUBPROTOCOLS, TUNNEL_PATH, decodeFrame, encodeHeaderOpen, encodePong, type Frame } from "../../worker/protocol.ts";
+import { maskGeneratorFor } from "../../local-agent/tunnel/frame-mask.ts";
+import { FrameType, MAX_FRAME_BYTES, OPEN_HEADER, SUBPROTOCOLS, TUNNEL_PATH, decodeFrame, encodeHeaderOpen, encodePong, type Frame } from "../../worker/protocol/index.ts";
 
 /** Longer than any frame takes on loopback, even on a loaded machine: a wait that hits it has found a hang. */
 const FRAME_TIMEOUT_MS = 15_000;

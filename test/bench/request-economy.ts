@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { startAgent } from "../e2e/processes.ts";
 import { startUpgradeRecorder } from "../e2e/upgrade-recorder.ts";
-import { POOLED_MAX_IDLE_MS } from "../../worker/protocol.ts";
+import { POOLED_MAX_IDLE_MS } from "../../worker/protocol/index.ts";
 import { openConnection } from "./workloads.ts";
 
 const BURST = 10;

@@ -69,7 +69,7 @@ export async function startSoakStack(progress: (line: string) => void): Promise<
     await waitForHealth(url, edge);
     const local = await localEdge({ url, token, wranglerPid: edge.pid, stop }, "worker");
     progress(`edge up from a copy of the checkout in ${dir}; the agent talks to the Worker's own workerd (pid ${local.workerPid}) at ${local.agentEdgeUrl}`);
-    agent = spawnGroup("agent", process.execPath, [join(dir, "local-agent", "cli.ts"), "--edge", local.agentEdgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", "--log-level", "warn"], {
+    agent = spawnGroup("agent", process.execPath, [join(dir, "local-agent", "cli", "main.ts"), "--edge", local.agentEdgeUrl, "--listen", "127.0.0.1:0", "--bypass", "none", "--log-level", "warn"], {
       cwd: dir,
       env: { ...process.env, EDGESOCKS_TOKEN: token },
     });

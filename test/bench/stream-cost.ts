@@ -10,7 +10,7 @@
 // bypassed, as production has none: local-edge.ts), with loopback origins. Measured, each round:
 // N short exchanges (OPEN, OPENED, 1 KiB each way, END both ways) each on a tunnel of its own
 // (the OPEN in the upgrade, as the agent's cold open) and N on one tunnel one after another
-// (worker/tunnel-session.ts takes the next OPEN once a stream ended), and one download and one
+// (worker/tunnel/tunnel-session.ts takes the next OPEN once a stream ended), and one download and one
 // upload of --mib MiB, every byte checked. Each runs twice: (a) unprofiled, charged with the
 // workerd process's user+system CPU from /proc, and (b) under V8's CPU profiler through the
 // inspector (cdp-profiler.ts), split into JavaScript, garbage collection and the rest
@@ -22,7 +22,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { LIMITS } from "../../local-agent/config-values.ts";
+import { LIMITS } from "../../local-agent/config/config-values.ts";
 import { repoRoot, startEdge, type RunningEdge } from "../e2e/processes.ts";
 import { inspectorTarget, startProfile } from "./cdp-profiler.ts";
 import { startUploadChecker } from "./checked-transfer.ts";

@@ -5,7 +5,7 @@
 
 import type { Server, Socket } from "node:net";
 import { startTcpOrigin, type Listening } from "../e2e/origins.ts";
-import { ReceiveWindow, SendCredit } from "../../worker/flow-control.ts";
+import { ReceiveWindow, SendCredit } from "../../worker/protocol/flow-control.ts";
 import {
   AddressType,
   DEFAULT_WINDOW_BYTES,
@@ -18,11 +18,11 @@ import {
   type Destination,
   type Frame,
   type OpenedFrame,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { Mode, PATTERN } from "./origin.ts";
 import type { RawTunnel } from "./raw-tunnel.ts";
 
-/** The agent's upload frame size (local-agent/upload-sender.ts UPLOAD_FRAME_BYTES): workerd's upload cost depends on it. */
+/** The agent's upload frame size (local-agent/tunnel/upload-sender.ts UPLOAD_FRAME_BYTES): workerd's upload cost depends on it. */
 const UPLOAD_FRAME_BYTES = 256 * 1024;
 /** origin.ts's download and upload requests: a mode byte and an 8-byte length. */
 const REQUEST_HEAD_BYTES = 9;

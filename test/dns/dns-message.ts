@@ -6,7 +6,7 @@
 // tested against it, so it shares none of that module's code (both use protocol.ts's IPv6
 // text helpers, which protocol.test.ts checks on their own).
 
-import { parseIPv6, formatIPv6 } from "../../worker/protocol.ts";
+import { parseIPv6, formatIPv6 } from "../../worker/protocol/index.ts";
 
 /** The name the stub resolver has known from the start (the DNS endpoint's tests ask for it). */
 export const KNOWN_NAME = "edge-test.example";

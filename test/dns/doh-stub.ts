@@ -4,7 +4,7 @@
 // Tests inside workerd cannot reach this object, so GET DohStubPath.Stats reports its counters.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { MAX_DNS_MESSAGE_BYTES } from "../../worker/protocol.ts";
+import { MAX_DNS_MESSAGE_BYTES } from "../../worker/protocol/index.ts";
 import { STUB_RECORDS, answerQuery, questionOf, type StubRecords } from "./dns-message.ts";
 
 /** Paths the stub serves, each one behaviour. */

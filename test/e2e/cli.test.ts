@@ -4,10 +4,10 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { repoRoot } from "./processes.ts";
-import { AGENT_OPTIONS } from "../../local-agent/config.ts";
+import { AGENT_OPTIONS } from "../../local-agent/config/config.ts";
 
 function runAgent(args: string[], env: Record<string, string> = { EDGESOCKS_TOKEN: "cli-test-token-0123456789" }) {
-  const result = spawnSync(process.execPath, [join(repoRoot, "local-agent", "cli.ts"), ...args], {
+  const result = spawnSync(process.execPath, [join(repoRoot, "local-agent", "cli", "main.ts"), ...args], {
     env: { PATH: process.env.PATH ?? "", ...env },
     encoding: "utf8",
     timeout: 20_000,

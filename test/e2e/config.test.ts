@@ -28,7 +28,7 @@ function writeConfig(name: string, value: unknown): string {
 
 /** Runs the agent CLI to completion (for arguments it must refuse). */
 function runAgentCli(args: string[]) {
-  const result = spawnSync(process.execPath, [join(repoRoot, "local-agent", "cli.ts"), ...args], {
+  const result = spawnSync(process.execPath, [join(repoRoot, "local-agent", "cli", "main.ts"), ...args], {
     env: { PATH: process.env.PATH ?? "", EDGESOCKS_TOKEN: "config-test-token-0123456789" },
     encoding: "utf8",
     timeout: 20_000,

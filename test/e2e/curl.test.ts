@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startHttpOrigin, type HttpOrigin } from "./origins.ts";
 import { freePort, startAgent, type RunningAgent } from "./processes.ts";
 import { startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
-import { AddressType } from "../../worker/protocol.ts";
+import { AddressType } from "../../worker/protocol/index.ts";
 
 const MIB = 1024 * 1024;
 

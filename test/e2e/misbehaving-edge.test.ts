@@ -15,14 +15,14 @@ import { connect, type Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type RunningAgent } from "./processes.ts";
 import { startScriptedEdge, type ScriptedEdge, type ScriptedTunnel } from "./scripted-edge.ts";
-import { AddressType, CloseCode, FrameType, StreamStatus, encodeData, encodeEarly, encodeEnd, encodeOpen, encodeOpened, encodeWindow } from "../../worker/protocol.ts";
+import { AddressType, CloseCode, FrameType, StreamStatus, encodeData, encodeEarly, encodeEnd, encodeOpen, encodeOpened, encodeWindow } from "../../worker/protocol/index.ts";
 import { Reply } from "../../worker/socks5-numbers.ts";
 
 /** The agent's download window in these tests: the smallest the protocol allows, so a frame past it stays small. */
 const AGENT_WINDOW_BYTES = 16 * 1024;
 /** The window the scripted edge announces in its OPENED: the agent's upload credit. */
 const EDGE_WINDOW_BYTES = 16 * 1024;
-/** The agent returns credit once this much is delivered and not yet returned (worker/flow-control.ts: a quarter window). */
+/** The agent returns credit once this much is delivered and not yet returned (worker/protocol/flow-control.ts: a quarter window). */
 const GRANT_THRESHOLD_BYTES = Math.floor(AGENT_WINDOW_BYTES / 4);
 /** Warm spares in the modes that keep a pool. */
 const POOL_SIZE = 2;
@@ -114,7 +114,7 @@ const MODES = [
   { mode: "reused", args: ["--pool-size", "0", "--max-streams-per-tunnel", "1000"], tunnelKind: "open", zeroRtt: false, reused: true },
 ] as const;
 
-/** The agent's line for a stream that ended ok (local-agent/agent-stream.ts #finish), written after its tunnel went back. */
+/** The agent's line for a stream that ended ok (local-agent/tunnel/agent-stream.ts #finish), written after its tunnel went back. */
 const STREAM_OK_LINE = /-> 127\.0\.0\.1:9 via edge up=.* ok$/;
 
 /** `it` for the modes a case applies to; elsewhere the case is not declared at all (no skipped test). */

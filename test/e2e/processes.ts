@@ -12,7 +12,7 @@ import { processTree } from "../bench/proc-stats.ts";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const wranglerBin = join(createRequire(import.meta.url).resolve("wrangler/package.json"), "..", "bin", "wrangler.js");
-const agentCli = join(repoRoot, "local-agent", "cli.ts");
+const agentCli = join(repoRoot, "local-agent", "cli", "main.ts");
 
 /** A free loopback TCP port (bound and released; fine for a test machine with no contention). */
 export async function freePort(): Promise<number> {

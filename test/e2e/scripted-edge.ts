@@ -3,8 +3,8 @@
 // agent's window, credit beyond its own window, a frame on an idle spare) it sends on request, and
 // it keeps the close code and reason the agent answers with as they came on the wire.
 //
-// It speaks the protocol through worker/protocol.ts's codec and negotiates the subprotocol as
-// worker/tunnel-endpoint.ts does (bearer token, then the newest offered version, then the
+// It speaks the protocol through worker/protocol/codec.ts and negotiates the subprotocol as
+// worker/tunnel/tunnel-endpoint.ts does (bearer token, then the newest offered version, then the
 // Edgesocks-Open / Edgesocks-Pooled headers); it dials nothing. A tunnel whose OPEN finds no
 // script is served by `serveEcho`, an honest edge that echoes the upload back under the agent's
 // window, so a test can show the agent still serves after a fault.
@@ -35,13 +35,13 @@ import {
   type Frame,
   type OpenFrame,
   type ProtocolVersion,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { EDGESOCKS_VERSION } from "../../worker/version.ts";
 
 /** How long a wait for the agent's next frame or close lasts before the test fails. */
 const DEFAULT_WAIT_MS = 10_000;
 
-/** How the tunnel's upgrade asked it to begin (worker/tunnel-endpoint.ts, tunnelStart). */
+/** How the tunnel's upgrade asked it to begin (worker/tunnel/tunnel-endpoint.ts, tunnelStart). */
 export type TunnelKind = "open" | "pooled" | "plain";
 /** The agent's Close as it came on the wire (1005: a close frame with no code; 1006: no close frame). */
 export type AgentClose = { code: number; reason: string };
@@ -199,7 +199,7 @@ export async function startScriptedEdge(token: string): Promise<ScriptedEdge> {
 
   const server: Server = createServer((request, response) => {
     if (request.method === "GET" && request.url === "/healthz") {
-      // The body worker/index.ts serves, so the agent's start-up probe (local-agent/edge-probe.ts) is content.
+      // The body worker/index.ts serves, so the agent's start-up probe (local-agent/tunnel/edge-probe.ts) is content.
       response.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ name: "edgesocks", version: EDGESOCKS_VERSION, protocol: PROTOCOL_VERSION, protocols: PROTOCOL_VERSIONS }));
       return;
     }
@@ -323,7 +323,7 @@ function versionOf(subprotocol: string): ProtocolVersion {
   return chooseVersion([subprotocol]) ?? PROTOCOL_VERSION;
 }
 
-/** The refusals of worker/tunnel-endpoint.ts this stand-in needs: a wrong token, no common version. */
+/** The refusals of worker/tunnel/tunnel-endpoint.ts this stand-in needs: a wrong token, no common version. */
 function refusalFor(request: IncomingMessage, token: string): { status: number; body: string } | undefined {
   if (request.url !== TUNNEL_PATH) return { status: 404, body: "not found\n" };
   const presented = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.authorization ?? "")?.[1];

@@ -192,7 +192,7 @@ describe("npm start on Ctrl-C", () => {
     const edgePort = await freePort();
     // detached: the runner leads a process group, as a shell's foreground job does; Ctrl-C is a
     // SIGINT to that whole group.
-    const dev = spawn(process.execPath, [join(repoRoot, "local-agent", "dev.ts"), "--edge-port", String(edgePort), "--listen", "127.0.0.1:0", "--bypass", "none"], {
+    const dev = spawn(process.execPath, [join(repoRoot, "local-agent", "cli", "dev.ts"), "--edge-port", String(edgePort), "--listen", "127.0.0.1:0", "--bypass", "none"], {
       cwd: repoRoot,
       detached: true,
       stdio: ["ignore", "pipe", "pipe"],

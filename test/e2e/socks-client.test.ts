@@ -7,9 +7,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { countThenReply, echo, startTcpOrigin, writeRandom, type Listening } from "./origins.ts";
 import { findWorkerdPids, freePort, rssBytes, startAgent, type RunningAgent } from "./processes.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
-import { DEFAULT_WINDOW_BYTES } from "../../worker/protocol.ts";
-import { DEFAULT_MAX_WINDOW_BYTES } from "../../worker/flow-control.ts";
-import type { IsolateHold } from "../../worker/held-bytes.ts";
+import { DEFAULT_WINDOW_BYTES } from "../../worker/protocol/index.ts";
+import { DEFAULT_MAX_WINDOW_BYTES } from "../../worker/protocol/flow-control.ts";
+import type { IsolateHold } from "../../worker/tunnel/held-bytes.ts";
 import type { Server } from "node:net";
 
 const KIB = 1024;

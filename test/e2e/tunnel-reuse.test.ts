@@ -180,7 +180,7 @@ describe("a reused tunnel whose stream the destination resets", () => {
   });
 });
 
-/** Frames to a loopback edge go with an all-zero masking key (local-agent/frame-mask.ts), and the Worker takes them. */
+/** Frames to a loopback edge go with an all-zero masking key (local-agent/tunnel/frame-mask.ts), and the Worker takes them. */
 describe("frames to a loopback edge", () => {
   let agent: RunningAgent;
   let recorder: UpgradeRecorder;

@@ -4,7 +4,7 @@
 // wire. Other requests (the agent's /healthz probe at start) pass through unrecorded.
 
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { FrameType, OPEN_HEADER, TUNNEL_PATH, decodeFrame, decodeHeaderOpen, type Destination } from "../../worker/protocol.ts";
+import { FrameType, OPEN_HEADER, TUNNEL_PATH, decodeFrame, decodeHeaderOpen, type Destination } from "../../worker/protocol/index.ts";
 
 /** Longest request head kept per connection: an OPEN in the upgrade is at most ~11 KB of base64. */
 const MAX_HEAD_BYTES = 64 * 1024;

@@ -9,7 +9,7 @@ import { freePort, startAgent, type RunningAgent } from "./processes.ts";
 import { socketEnding } from "./raw-socket.ts";
 import { readAll, socksConnect } from "./socks-client.ts";
 import { headerValue, startUpgradeRecorder, type UpgradeRecorder } from "./upgrade-recorder.ts";
-import { AddressType, OPEN_HEADER, POOLED_HEADER, decodeHeaderOpen } from "../../worker/protocol.ts";
+import { AddressType, OPEN_HEADER, POOLED_HEADER, decodeHeaderOpen } from "../../worker/protocol/index.ts";
 
 let echoOrigin: Listening<Server>;
 let countingOrigin: Listening<Server>;

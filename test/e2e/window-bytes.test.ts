@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Server, Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "../../worker/protocol.ts";
+import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "../../worker/protocol/index.ts";
 import { echo, startTcpOrigin, writeRandom, type Listening } from "./origins.ts";
 import { startAgent, type RunningAgent } from "./processes.ts";
 import { readAll, socksConnect } from "./socks-client.ts";

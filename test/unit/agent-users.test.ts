@@ -1,4 +1,4 @@
-// Users, the config file and their interplay with flags in parseAgentCommand (local-agent/config.ts,
+// Users, the config file and their interplay with flags in parseAgentCommand (local-agent/config/config.ts,
 // users-config.ts): where passwords come from, who may listen beyond loopback, which value wins,
 // and the order rules are tried in.
 
@@ -7,10 +7,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { ConfigError, parseAgentCommand, type AgentConfig } from "../../local-agent/config.ts";
-import { PRIVATE_RULES, routeFor } from "../../local-agent/routing.ts";
-import { passwordEnvName } from "../../local-agent/users-config.ts";
-import { AddressType } from "../../worker/protocol.ts";
+import { ConfigError, parseAgentCommand, type AgentConfig } from "../../local-agent/config/config.ts";
+import { PRIVATE_RULES, routeFor } from "../../local-agent/config/routing.ts";
+import { passwordEnvName } from "../../local-agent/config/users-config.ts";
+import { AddressType } from "../../worker/protocol/index.ts";
 
 const TOKEN = "agent-users-test-token-0123456789";
 const ENV = { EDGESOCKS_TOKEN: TOKEN };

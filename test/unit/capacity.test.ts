@@ -1,4 +1,4 @@
-// Over-capacity refusals (local-agent/capacity.ts) on real loopback sockets: each protocol's own
+// Over-capacity refusals (local-agent/front/capacity.ts) on real loopback sockets: each protocol's own
 // refusal once the client has said enough (SOCKS5 0x01, SOCKS4 0x5B, HTTP 503 with Retry-After),
 // a reset otherwise, every connection held a bounded time; and the refusal log, one line per
 // interval with a count.
@@ -7,9 +7,9 @@ import { request as httpRequest } from "node:http";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { SocksClient } from "socks";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { OverCapacity, RefusalLog, RefusalOutcome, refuseOverCapacity } from "../../local-agent/capacity.ts";
+import { OverCapacity, RefusalLog, RefusalOutcome, refuseOverCapacity } from "../../local-agent/front/capacity.ts";
 import { createLogger } from "../../local-agent/log.ts";
-import type { Users } from "../../local-agent/users.ts";
+import type { Users } from "../../local-agent/config/users.ts";
 
 const WAIT_MS = 300;
 const PASSWORD = "over-capacity-password-1";

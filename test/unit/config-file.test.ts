@@ -1,14 +1,14 @@
-// The --config file (local-agent/config-file.ts): the shipped example parses, and every bad file
+// The --config file (local-agent/config/config-file.ts): the shipped example parses, and every bad file
 // is a ConfigError naming the file, the field path and the reason, never a secret's value.
 
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { parseConfigFile } from "../../local-agent/config-file.ts";
-import { ConfigError } from "../../local-agent/config-values.ts";
-import { routeFor } from "../../local-agent/routing.ts";
-import { AddressType, type Destination } from "../../worker/protocol.ts";
+import { parseConfigFile } from "../../local-agent/config/config-file.ts";
+import { ConfigError } from "../../local-agent/config/config-values.ts";
+import { routeFor } from "../../local-agent/config/routing.ts";
+import { AddressType, type Destination } from "../../worker/protocol/index.ts";
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const FILE = "/etc/edgesocks/edgesocks.json";

@@ -1,13 +1,13 @@
-// The agent's command line and environment (local-agent/config.ts): defaults, every flag, and
+// The agent's command line and environment (local-agent/config/config.ts): defaults, every flag, and
 // the ConfigError (exit code 2 in cli.ts) for each bad value.
 
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ConfigError, DEFAULTS, DEFAULT_LISTEN, parseAgentCommand, parseEdgeUrl, parseListen, type AgentConfig } from "../../local-agent/config.ts";
-import { PRIVATE_RULES } from "../../local-agent/routing.ts";
-import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "../../worker/protocol.ts";
+import { ConfigError, DEFAULTS, DEFAULT_LISTEN, parseAgentCommand, parseEdgeUrl, parseListen, type AgentConfig } from "../../local-agent/config/config.ts";
+import { PRIVATE_RULES } from "../../local-agent/config/routing.ts";
+import { DEFAULT_WINDOW_BYTES, MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "../../worker/protocol/index.ts";
 
 const TOKEN = "agent-test-token-0123456789";
 const ENV = { EDGESOCKS_TOKEN: TOKEN };

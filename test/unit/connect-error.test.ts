@@ -13,7 +13,7 @@
 
 import { describe, expect, it } from "vitest";
 import { BLOCKED_PORTS, errorMessage, statusForConnectError } from "../../worker/connect-error.ts";
-import { StreamStatus } from "../../worker/protocol.ts";
+import { StreamStatus } from "../../worker/protocol/index.ts";
 
 /** sockets.c++ Socket::handleProxyStatus: the one message for a refused port, a failed lookup and a Cloudflare address. */
 const PROXY_REFUSAL = "proxy request failed, cannot connect to the specified address";

@@ -1,14 +1,14 @@
-// openStream (local-agent/dialer.ts) in-process: the route each destination takes, the answer
+// openStream (local-agent/tunnel/dialer.ts) in-process: the route each destination takes, the answer
 // the client gets, and onClosed running exactly once. The client is a real in-memory stream pair;
 // destinations are loopback TCP servers this file starts, or refused before anything is dialled.
 
 import { createServer, type AddressInfo, type Server } from "node:net";
 import { duplexPair, type Duplex } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAgentCommand, type AgentConfig } from "../../local-agent/config.ts";
-import { openStream } from "../../local-agent/dialer.ts";
+import { parseAgentCommand, type AgentConfig } from "../../local-agent/config/config.ts";
+import { openStream } from "../../local-agent/tunnel/dialer.ts";
 import { createLogger } from "../../local-agent/log.ts";
-import { AddressType, StreamStatus, type Destination } from "../../worker/protocol.ts";
+import { AddressType, StreamStatus, type Destination } from "../../worker/protocol/index.ts";
 
 /** What one openStream call did: the failure it answered, the client's bytes, the log, onClosed calls. */
 type Outcome = { failures: { status: StreamStatus; reason: string }[]; received: Buffer; log: string[]; closedCount: number };

@@ -1,9 +1,9 @@
-// Credit-based flow control (worker/flow-control.ts; docs/protocol.md section 5): the receiver's
+// Credit-based flow control (worker/protocol/flow-control.ts; docs/protocol.md section 5): the receiver's
 // accounting and credit cadence, the sender's credit and its waiters.
 
 import { describe, expect, it } from "vitest";
-import { ReceiveWindow, SendCredit } from "../../worker/flow-control.ts";
-import { CloseCode, DEFAULT_WINDOW_BYTES, MIN_WINDOW_BYTES, ProtocolError } from "../../worker/protocol.ts";
+import { ReceiveWindow, SendCredit } from "../../worker/protocol/flow-control.ts";
+import { CloseCode, DEFAULT_WINDOW_BYTES, MIN_WINDOW_BYTES, ProtocolError } from "../../worker/protocol/index.ts";
 
 /** The smallest window a peer may announce: credit returns in batches of at least 4096 bytes. */
 const W = MIN_WINDOW_BYTES;

@@ -1,9 +1,9 @@
-// Which tunnels carry an all-zero masking key (local-agent/frame-mask.ts): inside TLS and on
+// Which tunnels carry an all-zero masking key (local-agent/tunnel/frame-mask.ts): inside TLS and on
 // loopback, where RFC 6455's reason for random keys cannot arise; a plain ws:// edge elsewhere
 // keeps ws's random keys.
 
 import { describe, expect, it } from "vitest";
-import { maskGeneratorFor } from "../../local-agent/frame-mask.ts";
+import { maskGeneratorFor } from "../../local-agent/tunnel/frame-mask.ts";
 
 function keyFor(tunnelUrl: string): string | undefined {
   const generate = maskGeneratorFor(tunnelUrl);

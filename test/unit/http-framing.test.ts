@@ -1,10 +1,10 @@
-// Request framing (local-agent/http-framing.ts, RFC 9112 section 6): the framing of every
+// Request framing (local-agent/front/http-framing.ts, RFC 9112 section 6): the framing of every
 // request the proxy forwards, 501 for a transfer coding it does not implement, 400 for framing
 // that is invalid or ambiguous.
 
 import { describe, expect, it } from "vitest";
-import { parseRequestFraming, type RequestHead } from "../../local-agent/http-framing.ts";
-import { HttpProxyError } from "../../local-agent/http-proxy.ts";
+import { parseRequestFraming, type RequestHead } from "../../local-agent/front/http-framing.ts";
+import { HttpProxyError } from "../../local-agent/front/http-proxy.ts";
 
 function head(headers: Record<string, string[]>, method = "POST", httpVersion = "1.1"): RequestHead {
   return { method, httpVersion, headers };

@@ -1,4 +1,4 @@
-// The HTTP proxy's pure parts (local-agent/http-proxy.ts): CONNECT authorities, absolute-form
+// The HTTP proxy's pure parts (local-agent/front/http-proxy.ts): CONNECT authorities, absolute-form
 // targets, Basic proxy credentials, hop-by-hop headers, and the status for each failed open.
 
 import { describe, expect, it } from "vitest";
@@ -10,8 +10,8 @@ import {
   parseAuthority,
   parseBasicCredentials,
   parseProxyTarget,
-} from "../../local-agent/http-proxy.ts";
-import { AddressType, StreamStatus } from "../../worker/protocol.ts";
+} from "../../local-agent/front/http-proxy.ts";
+import { AddressType, StreamStatus } from "../../worker/protocol/index.ts";
 
 describe("parseAuthority", () => {
   it("reads IPv4, bracketed IPv6 (canonical form) and domain names", () => {

@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from "vitest";
 import { Nat64Error, parseNat64Prefix, synthesizeNat64 } from "../../worker/dial/nat64.ts";
-import { formatIPv6, parseIPv6 } from "../../worker/protocol.ts";
+import { formatIPv6, parseIPv6 } from "../../worker/protocol/index.ts";
 
 /** The RFC's text form (dotted IPv4 tail) in the RFC 5952 form synthesizeNat64 writes. */
 function canonical(text: string): string {

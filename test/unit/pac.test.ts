@@ -1,10 +1,10 @@
-// The generated PAC file (local-agent/pac.ts), evaluated in node:vm with the standard PAC helper
+// The generated PAC file (local-agent/front/pac.ts), evaluated in node:vm with the standard PAC helper
 // functions implemented here. The DNS helpers throw, so a script that would resolve a name fails.
 
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { generatePac, pacProxyAddress } from "../../local-agent/pac.ts";
-import type { BypassMode } from "../../local-agent/routing.ts";
+import { generatePac, pacProxyAddress } from "../../local-agent/front/pac.ts";
+import type { BypassMode } from "../../local-agent/config/routing.ts";
 
 const PROXIES = "SOCKS5 127.0.0.1:1080; PROXY 127.0.0.1:1080";
 

@@ -1,4 +1,4 @@
-// The wire codec of worker/protocol.ts: every frame round-trips, every malformed message is
+// The wire codec of worker/protocol/codec.ts: every frame round-trips, every malformed message is
 // refused with its close code, and the address and text helpers behave as docs/protocol.md says.
 
 import { describe, expect, it } from "vitest";
@@ -47,7 +47,7 @@ import {
   truncateUtf8,
   type Destination,
   type ProtocolVersion,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 
 const utf8 = new TextEncoder();
 const FAILURE_STATUSES = Object.values(StreamStatus).filter((status) => status !== StreamStatus.Ok);

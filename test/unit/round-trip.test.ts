@@ -1,9 +1,9 @@
-// The tunnel's round trip from PING and PONG (worker/round-trip.ts; protocol v4): how often a PING
+// The tunnel's round trip from PING and PONG (worker/protocol/round-trip.ts; protocol v4): how often a PING
 // is due, which PONG is a sample, and the minimum over the last 8 samples. The clock is passed in,
 // so every time here is a number the test chose.
 
 import { describe, expect, it } from "vitest";
-import { PING_INTERVAL_MS, PING_LOST_MS, RoundTrip } from "../../worker/round-trip.ts";
+import { PING_INTERVAL_MS, PING_LOST_MS, RoundTrip } from "../../worker/protocol/round-trip.ts";
 
 /** Sends a PING at `sentAtMs` and answers it at `sentAtMs + rttMs`; returns the next free time. */
 function sample(roundTrip: RoundTrip, sentAtMs: number, rttMs: number): number {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { PRIVATE_RULES, Route, RuleError, buildRule, effectiveRules, matchRule, parseCidr, parseRuleText, routeFor } from "../../local-agent/routing.ts";
-import { AddressType, type Destination } from "../../worker/protocol.ts";
+import { PRIVATE_RULES, Route, RuleError, buildRule, effectiveRules, matchRule, parseCidr, parseRuleText, routeFor } from "../../local-agent/config/routing.ts";
+import { AddressType, type Destination } from "../../worker/protocol/index.ts";
 
 function destination(host: string, port = 443): Destination {
   if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return { type: AddressType.IPv4, host, port };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MAX_SOCKS4_REQUEST_BYTES, Socks4Error, Socks4Reply, encodeSocks4Reply, parseSocks4Request } from "../../local-agent/socks4.ts";
-import { AddressType } from "../../worker/protocol.ts";
+import { MAX_SOCKS4_REQUEST_BYTES, Socks4Error, Socks4Reply, encodeSocks4Reply, parseSocks4Request } from "../../local-agent/front/socks4.ts";
+import { AddressType } from "../../worker/protocol/index.ts";
 
 const CONNECT_IP = [0x04, 0x01, 0x01, 0xbb, 192, 0, 2, 7, ...Buffer.from("user"), 0x00];
 const CONNECT_4A = [0x04, 0x01, 0x00, 0x50, 0, 0, 0, 1, 0x00, ...Buffer.from("example.com"), 0x00];

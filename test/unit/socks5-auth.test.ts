@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MAX_USER_PASS_BYTES, Socks5Error, encodeUserPassStatus, parseUserPass } from "../../local-agent/socks5.ts";
-import { checkCredentials } from "../../local-agent/users.ts";
+import { MAX_USER_PASS_BYTES, Socks5Error, encodeUserPassStatus, parseUserPass } from "../../local-agent/front/socks5.ts";
+import { checkCredentials } from "../../local-agent/config/users.ts";
 
 function request(name: string, password: string): number[] {
   const nameBytes = Buffer.from(name);

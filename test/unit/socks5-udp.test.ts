@@ -1,10 +1,10 @@
-// The SOCKS5 UDP request header (local-agent/socks5-udp.ts, RFC 1928 section 7): round trips
+// The SOCKS5 UDP request header (local-agent/front/socks5-udp.ts, RFC 1928 section 7): round trips
 // for each address type, every malformed header, and the bound-address reply of UDP ASSOCIATE.
 
 import { describe, expect, it } from "vitest";
-import { SOCKS_VERSION, Reply, encodeBoundReply, parseRequest } from "../../local-agent/socks5.ts";
-import { STANDALONE_FRAGMENT, UdpHeaderError, encodeUdpDatagram, parseUdpDatagram } from "../../local-agent/socks5-udp.ts";
-import { AddressType, type Destination } from "../../worker/protocol.ts";
+import { SOCKS_VERSION, Reply, encodeBoundReply, parseRequest } from "../../local-agent/front/socks5.ts";
+import { STANDALONE_FRAGMENT, UdpHeaderError, encodeUdpDatagram, parseUdpDatagram } from "../../local-agent/front/socks5-udp.ts";
+import { AddressType, type Destination } from "../../worker/protocol/index.ts";
 
 const utf8 = new TextEncoder();
 const payload = Uint8Array.of(0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0);

@@ -1,4 +1,4 @@
-// The agent's SOCKS5 codec (local-agent/socks5.ts, RFC 1928): greeting and request parsing,
+// The agent's SOCKS5 codec (local-agent/front/socks5.ts, RFC 1928): greeting and request parsing,
 // the reply each refusal carries, reply encoding and the status-to-reply mapping.
 
 import { describe, expect, it } from "vitest";
@@ -15,8 +15,8 @@ import {
   encodeReply,
   parseGreeting,
   parseRequest,
-} from "../../local-agent/socks5.ts";
-import { AddressType, StreamStatus } from "../../worker/protocol.ts";
+} from "../../local-agent/front/socks5.ts";
+import { AddressType, StreamStatus } from "../../worker/protocol/index.ts";
 
 const utf8 = new TextEncoder();
 

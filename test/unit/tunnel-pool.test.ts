@@ -1,4 +1,4 @@
-// The warm pool (local-agent/tunnel-pool.ts) against a loopback WebSocket server standing in for
+// The warm pool (local-agent/tunnel/tunnel-pool.ts) against a loopback WebSocket server standing in for
 // the edge: it fills, replaces what is taken, renews idle spares, drops a spare that misses a
 // pong, skips a dead spare when one is taken, backs off from an edge that refuses or drops
 // spares (doubling up to its cap), and closes everything on close().
@@ -13,10 +13,10 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import net, { type AddressInfo, type Socket } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
-import { parseAgentCommand } from "../../local-agent/config.ts";
+import { parseAgentCommand } from "../../local-agent/config/config.ts";
 import { createLogger } from "../../local-agent/log.ts";
-import { TunnelPool, type PoolTimings } from "../../local-agent/tunnel-pool.ts";
-import { FrameType, POOLED_HEADER, REUSED_MAX_IDLE_MS, StreamStatus, SUBPROTOCOL, SUBPROTOCOLS, encodeData, encodeEnd, encodeOpened, encodeReset, encodeWindow } from "../../worker/protocol.ts";
+import { TunnelPool, type PoolTimings } from "../../local-agent/tunnel/tunnel-pool.ts";
+import { FrameType, POOLED_HEADER, REUSED_MAX_IDLE_MS, StreamStatus, SUBPROTOCOL, SUBPROTOCOLS, encodeData, encodeEnd, encodeOpened, encodeReset, encodeWindow } from "../../worker/protocol/index.ts";
 
 const TOKEN = "pool-test-token-0123456789";
 /** 0 refill delay: a take() dials its replacement at once, so the tests count dials without moving the clock. */

@@ -1,9 +1,9 @@
-// The agent's upload queue (local-agent/upload-queue.ts): frames are cut from it in order, across
+// The agent's upload queue (local-agent/tunnel/upload-queue.ts): frames are cut from it in order, across
 // chunk boundaries, without copying.
 
 import { describe, expect, it } from "vitest";
-import { UploadQueue } from "../../local-agent/upload-queue.ts";
-import { FrameType, decodeFrame, encodeData } from "../../worker/protocol.ts";
+import { UploadQueue } from "../../local-agent/tunnel/upload-queue.ts";
+import { FrameType, decodeFrame, encodeData } from "../../worker/protocol/index.ts";
 
 const bytesOf = (pieces: Uint8Array[]): number[] => pieces.flatMap((piece) => Array.from(piece));
 

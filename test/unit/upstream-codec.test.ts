@@ -22,7 +22,7 @@ import {
   type HttpResponseHead,
 } from "../../worker/dial/upstream-codec.ts";
 import { parseUpstreamUrl } from "../../worker/dial/upstream-url.ts";
-import { AddressType, StreamStatus, type Destination } from "../../worker/protocol.ts";
+import { AddressType, StreamStatus, type Destination } from "../../worker/protocol/index.ts";
 
 const SOCKS_LABEL = "socks5://127.0.0.1:1080";
 const HTTP_LABEL = "http://127.0.0.1:8888";

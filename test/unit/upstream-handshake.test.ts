@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { UpstreamError, upstreamHandshake, type ByteChannel } from "../../worker/dial/upstream-handshake.ts";
 import { parseUpstreamUrl, type UpstreamProxy } from "../../worker/dial/upstream-url.ts";
 import { awaitListening, spawnOwned, type OwnedProcess } from "../upstreams/proxies.ts";
-import { AddressType, StreamStatus, type Destination } from "../../worker/protocol.ts";
+import { AddressType, StreamStatus, type Destination } from "../../worker/protocol/index.ts";
 
 const LOOPBACK = "127.0.0.1";
 const USER = "alice";

@@ -1,10 +1,10 @@
 // What the edge's isolate (worker/dial/name-cache.ts) and the agent
-// (local-agent/cloudflare-verdicts.ts) remember about names: bounded in entries, oldest first
+// (local-agent/tunnel/cloudflare-verdicts.ts) remember about names: bounded in entries, oldest first
 // out, held for the DNS answer's TTL clamped to 10 s .. 1 h, and one hint per host and hour.
 // Both take their clock as a parameter, so time moves here without timers.
 
 import { describe, expect, it } from "vitest";
-import { CloudflareVerdicts, HINT_INTERVAL_MS, MAX_VERDICTS, MAX_VERDICT_SECONDS, MIN_VERDICT_SECONDS } from "../../local-agent/cloudflare-verdicts.ts";
+import { CloudflareVerdicts, HINT_INTERVAL_MS, MAX_VERDICTS, MAX_VERDICT_SECONDS, MIN_VERDICT_SECONDS } from "../../local-agent/tunnel/cloudflare-verdicts.ts";
 import { DEFAULT_NAME_TTL_SECONDS, MAX_NAME_ENTRIES, MAX_NAME_TTL_SECONDS, MIN_NAME_TTL_SECONDS, NameCache } from "../../worker/dial/name-cache.ts";
 
 /** A clock the test moves by hand. */

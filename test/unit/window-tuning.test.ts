@@ -1,4 +1,4 @@
-// Window auto-tuning and the budgets behind it (worker/flow-control.ts; protocol v4): when a
+// Window auto-tuning and the budgets behind it (worker/protocol/flow-control.ts; protocol v4): when a
 // receive window doubles (quic-go's rule), what caps it, what it claims and gives back, and how a
 // sender's own limit grows under its budget. The clock and the round trip are closures over
 // numbers the test sets, so every boundary is hit exactly and nothing waits on a timer.
@@ -12,8 +12,8 @@ import {
   WindowBudget,
   creditBatchBytes,
   type SendBudget,
-} from "../../worker/flow-control.ts";
-import { CloseCode, MIN_WINDOW_BYTES, ProtocolError } from "../../worker/protocol.ts";
+} from "../../worker/protocol/flow-control.ts";
+import { CloseCode, MIN_WINDOW_BYTES, ProtocolError } from "../../worker/protocol/index.ts";
 import { fuzzIt } from "./fuzz/fuzz-support.ts";
 
 const KiB = 1024;

@@ -3,7 +3,7 @@
 
 import { exports } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
-import { SUBPROTOCOL } from "../../worker/protocol.ts";
+import { SUBPROTOCOL } from "../../worker/protocol/index.ts";
 import { SECOND_TEST_TOKEN, TEST_TOKEN, TunnelClient, closeAllTunnels, requestTunnel, requestWithEnv, tunnelHeaders } from "./tunnel-client.ts";
 
 afterEach(closeAllTunnels);

@@ -15,7 +15,7 @@ import { afterEach, describe, expect, inject, it } from "vitest";
 import type { EdgeEnv } from "../../worker/config.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS } from "../../worker/config.ts";
 import { CLOUDFLARE_REFUSAL_MESSAGE, FETCH_HINT, isDialRefusal } from "../../worker/dial/emulation.ts";
-import { AddressType, DEFAULT_WINDOW_BYTES, FrameType, OPEN_HEADER, StreamStatus, encodeHeaderOpen, encodeOpen } from "../../worker/protocol.ts";
+import { AddressType, DEFAULT_WINDOW_BYTES, FrameType, OPEN_HEADER, StreamStatus, encodeHeaderOpen, encodeOpen } from "../../worker/protocol/index.ts";
 import { TEST_TOKEN, closeAllTunnels, loopback, openTunnel, requestWithEnv, tunnelHeaders } from "./tunnel-client.ts";
 
 /** The stand-in for production's resolver: answers from its table, NXDOMAIN for any other name. */

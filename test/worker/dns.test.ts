@@ -10,7 +10,7 @@ import { DEFAULT_DOH_TIMEOUT_MS, loadEdgeConfig, type EdgeConfig, type EdgeEnv }
 import { resolveName } from "../../worker/dial/resolver.ts";
 import { NameCache } from "../../worker/dial/name-cache.ts";
 import app from "../../worker/index.ts";
-import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../../worker/protocol.ts";
+import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../../worker/protocol/index.ts";
 import { KNOWN_ADDRESS, KNOWN_NAME, buildQuery, parseAnswer } from "../dns/dns-message.ts";
 import { DohStubPath, type StubStats } from "../dns/doh-stub.ts";
 import { TEST_TOKEN } from "./tunnel-client.ts";

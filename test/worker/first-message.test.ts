@@ -17,7 +17,7 @@ import {
   encodeOpened,
   encodeReset,
   encodeWindow,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { closeAllTunnels, loopback, openTunnel } from "./tunnel-client.ts";
 
 afterEach(closeAllTunnels);

@@ -13,7 +13,7 @@ import {
   encodeData,
   encodeEnd,
   encodeWindow,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { SOURCE_BYTES, patternBytes } from "./pattern.ts";
 import {
   TEST_TOKEN,

@@ -1,6 +1,6 @@
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { PROTOCOL_VERSION, PROTOCOL_VERSIONS } from "../../worker/protocol.ts";
+import { PROTOCOL_VERSION, PROTOCOL_VERSIONS } from "../../worker/protocol/index.ts";
 import { EDGESOCKS_VERSION } from "../../worker/version.ts";
 
 describe("GET /healthz", () => {

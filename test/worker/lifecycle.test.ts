@@ -17,7 +17,7 @@ import {
   encodeReset,
   encodeWindow,
   type Destination,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { closeAllTunnels, fromUtf8, loopback, openTunnel, utf8, type TunnelClient } from "./tunnel-client.ts";
 
 afterEach(closeAllTunnels);

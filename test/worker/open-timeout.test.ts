@@ -5,7 +5,7 @@
 
 import { describe, expect, inject, it } from "vitest";
 import { DEFAULT_OPEN_TIMEOUT_MS } from "../../worker/config.ts";
-import { CloseCode, StreamStatus, encodeData, encodeEnd } from "../../worker/protocol.ts";
+import { CloseCode, StreamStatus, encodeData, encodeEnd } from "../../worker/protocol/index.ts";
 import { fromUtf8, loopback, openTunnel, utf8 } from "./tunnel-client.ts";
 
 /** Slack for timers in a busy test run; the edge must not close before the timeout. */

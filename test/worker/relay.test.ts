@@ -10,7 +10,7 @@ import {
   encodeData,
   encodeEnd,
   encodeOpen,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { SOURCE_BYTES, patternBytes } from "./pattern.ts";
 import { DEFAULT_WAIT_MS, closeAllTunnels, concatBytes, describeFrame, firstDifference, fromUtf8, loopback, openTunnel, utf8, type TunnelClient } from "./tunnel-client.ts";
 

@@ -17,7 +17,7 @@ import {
   type Destination,
   type Frame,
   type OpenedFrame,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 
 /** The first of the two tokens the test Worker is configured with (test/vitest.config.ts). */
 export const TEST_TOKEN = "worker-test-token-0123456789";

@@ -19,7 +19,7 @@ import {
   encodeHeaderOpen,
   encodeOpen,
   type Destination,
-} from "../../worker/protocol.ts";
+} from "../../worker/protocol/index.ts";
 import { fromUtf8, loopback, openTunnel, requestTunnel, tunnelHeaders, utf8 } from "./tunnel-client.ts";
 
 const headerOpen = (destination: Destination, earlyData?: Uint8Array): Record<string, string> => ({

@@ -17,8 +17,8 @@ import {
   encodePong,
   encodeWindow,
   type Frame,
-} from "../../worker/protocol.ts";
-import { BUDGET_FLOOR_BYTES, creditBatchBytes } from "../../worker/flow-control.ts";
+} from "../../worker/protocol/index.ts";
+import { BUDGET_FLOOR_BYTES, creditBatchBytes } from "../../worker/protocol/flow-control.ts";
 import { TEST_TOKEN, TunnelClient, closeAllTunnels, describeFrame, loopback, openTunnel } from "./tunnel-client.ts";
 
 afterEach(closeAllTunnels);

@@ -3,7 +3,7 @@
 //
 // Pure: text in, a Cidr or a CidrError out. No sockets, no Workers or Node APIs.
 
-import { parseIPv4, parseIPv6 } from "../protocol.ts";
+import { parseIPv4, parseIPv6 } from "../protocol/index.ts";
 
 /** An address block: the network's bytes (4 or 16) and how many leading bits must match. */
 export type Cidr = { bytes: number[]; prefixBits: number };

@@ -6,7 +6,7 @@
 
 import type { EdgeConfig } from "../config.ts";
 import { BLOCKED_PORTS, errorMessage, statusForConnectError } from "../connect-error.ts";
-import { AddressType, StreamStatus, formatDestination, parseIPv4, parseIPv6, type Destination } from "../protocol.ts";
+import { AddressType, StreamStatus, formatDestination, parseIPv4, parseIPv6, type Destination } from "../protocol/index.ts";
 import { ipToBytes } from "./cidr.ts";
 import { isCloudflareAddress } from "./cloudflare-ranges.ts";
 import { isDialRefusal, openTcp, type TcpTarget } from "./emulation.ts";

@@ -5,7 +5,7 @@
 // Pure: bytes in, a typed value or a DnsWireError out, whatever the bytes. No sockets, no
 // Workers or Node APIs.
 
-import { formatIPv6 } from "../protocol.ts";
+import { formatIPv6 } from "../protocol/index.ts";
 
 /** Resource record types this module reads (RFC 1035 section 3.2.2; AAAA: RFC 3596). */
 export const RecordType = { A: 1, CNAME: 5, SOA: 6, AAAA: 28 } as const;

@@ -15,7 +15,7 @@
 
 import { connect } from "cloudflare:sockets";
 import type { EdgeConfig } from "../config.ts";
-import { parseIPv4, parseIPv6 } from "../protocol.ts";
+import { parseIPv4, parseIPv6 } from "../protocol/index.ts";
 import { cidrContains, type Cidr } from "./cidr.ts";
 import { resolveName } from "./resolver.ts";
 

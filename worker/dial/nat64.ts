@@ -5,7 +5,7 @@
 // Only the /96 form (RFC 6052 section 2.2): the IPv4 address is the last 32 bits, so no
 // suffix and no "u" octet split it. Pure: text in, text or a Nat64Error out.
 
-import { formatIPv6, parseIPv4, parseIPv6 } from "../protocol.ts";
+import { formatIPv6, parseIPv4, parseIPv6 } from "../protocol/index.ts";
 
 /** Bits of a /96 prefix, and so the bytes that come before the IPv4 address. */
 const PREFIX_BYTES = 12;

@@ -3,7 +3,7 @@
 // Worker dials a relay instead of the destination and passes the client's bytes unchanged, so
 // only the ports Cloudflare's proxy listens on can be carried. Pure: text in, relays out.
 
-import { formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6 } from "../protocol.ts";
+import { formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6 } from "../protocol/index.ts";
 
 /**
  * Ports Cloudflare's proxy serves for proxied hostnames (developers.cloudflare.com, "Network

@@ -3,7 +3,7 @@
 // Cloudflare's network when connect() refuses both with the same error.
 
 import type { EdgeConfig } from "../config.ts";
-import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../protocol.ts";
+import { DNS_MESSAGE_TYPE, MAX_DNS_MESSAGE_BYTES } from "../protocol/index.ts";
 import { DnsWireError, Rcode, RecordType, encodeAddressQuery, parseAddressAnswer, type AddressRecordType } from "./dns-wire.ts";
 import { NameCache, type NameEntry } from "./name-cache.ts";
 import { isTimeout, readAtMost } from "./bounded-body.ts";

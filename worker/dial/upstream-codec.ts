@@ -1,12 +1,12 @@
 // Messages of the Worker's upstream-proxy clients: SOCKS5 (RFC 1928) with username/password
 // authentication (RFC 1929), and HTTP CONNECT (RFC 9110 section 9.3.6). Pure, bytes in and typed
-// values or a typed UpstreamError out, like local-agent/socks5.ts, the agent's SOCKS5 server side;
+// values or a typed UpstreamError out, like local-agent/front/socks5.ts, the agent's SOCKS5 server side;
 // upstream-handshake.ts does the reading and writing.
 //
 // Every parser takes the proxy's label ("socks5://host:port") only to name it in its errors; no
 // message here carries a credential.
 
-import { AddressType, StreamStatus, encodeAddress, formatDestination, formatIPv6, isPlausibleHostname, type Destination } from "../protocol.ts";
+import { AddressType, StreamStatus, encodeAddress, formatDestination, formatIPv6, isPlausibleHostname, type Destination } from "../protocol/index.ts";
 import type { UpstreamProxy } from "./upstream-url.ts";
 import { AuthMethod, Command, Reply, SOCKS_VERSION } from "../socks5-numbers.ts";
 

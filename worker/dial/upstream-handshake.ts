@@ -7,8 +7,8 @@
 // There is no timeout here: the caller bounds the handshake by closing the socket, which ends a
 // pending read and so the handshake.
 
-import type { Destination } from "../protocol.ts";
-import { StreamStatus } from "../protocol.ts";
+import type { Destination } from "../protocol/index.ts";
+import { StreamStatus } from "../protocol/index.ts";
 import {
   AuthMethod,
   UpstreamError,

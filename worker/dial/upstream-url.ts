@@ -6,7 +6,7 @@
 // so a missing port could not be told from port 80, and a port is required here.
 // The user name and password are secrets: no error message quotes them, nor the whole value.
 
-import { MAX_DOMAIN_BYTES, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6 } from "../protocol.ts";
+import { MAX_DOMAIN_BYTES, formatIPv6, isPlausibleHostname, parseIPv4, parseIPv6 } from "../protocol/index.ts";
 
 export type UpstreamScheme = "socks5" | "http";
 

@@ -1,6 +1,6 @@
 // Property-based fuzzing of the agent's configuration parsers: the --config file
-// (local-agent/config-file.ts), users (local-agent/users-config.ts), single values
-// (local-agent/config-values.ts) and rule text (local-agent/routing.ts). Random, mutated and
+// (local-agent/config/config-file.ts), users (local-agent/config/users-config.ts), single values
+// (local-agent/config/config-values.ts) and rule text (local-agent/config/routing.ts). Random, mutated and
 // type-confused input gets settings or the typed error (ConfigError, RuleError), never another
 // throw, and no message ever holds a password; every valid setting parses to what it says.
 
@@ -9,10 +9,10 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseConfigFile } from "../../../local-agent/config-file.ts";
-import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen } from "../../../local-agent/config-values.ts";
-import { BYPASS_MODES, ROUTES, RuleError, parseRuleText } from "../../../local-agent/routing.ts";
-import { parseUserFlag, parseUsersFile } from "../../../local-agent/users-config.ts";
+import { parseConfigFile } from "../../../local-agent/config/config-file.ts";
+import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen } from "../../../local-agent/config/config-values.ts";
+import { BYPASS_MODES, ROUTES, RuleError, parseRuleText } from "../../../local-agent/config/routing.ts";
+import { parseUserFlag, parseUsersFile } from "../../../local-agent/config/users-config.ts";
 import { ipToBytes, parseCidr } from "../../../worker/dial/cidr.ts";
 import { accepted, fuzzIt, hostName, hostileText, ipv4Host, ipv6Host, mutatedText, outcomeOf, port, utf8Bytes, wellFormedText } from "./fuzz-support.ts";
 

@@ -23,7 +23,7 @@ import {
   type AuthMethod as AuthMethodValue,
 } from "../../../worker/dial/upstream-codec.ts";
 import { UpstreamConfigError, parseUpstreamUrl } from "../../../worker/dial/upstream-url.ts";
-import { AddressType, StreamStatus, formatIPv6, parseIPv6 } from "../../../worker/protocol.ts";
+import { AddressType, StreamStatus, formatIPv6, parseIPv6 } from "../../../worker/protocol/index.ts";
 import {
   accepted,
   byte,

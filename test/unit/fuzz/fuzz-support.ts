@@ -9,7 +9,7 @@ import { Script, createContext } from "node:vm";
 import fc from "fast-check";
 import { isDeepStrictEqual } from "node:util";
 import { expect, it } from "vitest";
-import { AddressType, MAX_DOMAIN_BYTES, formatIPv6, parseIPv4, parseIPv6, type Destination } from "../../../worker/protocol.ts";
+import { AddressType, MAX_DOMAIN_BYTES, formatIPv6, parseIPv4, parseIPv6, type Destination } from "../../../worker/protocol/index.ts";
 
 /** Runs per property in `npm test`: enough to catch the easy cases while the fuzz files stay well under 10 s. */
 const DEFAULT_RUNS = 200;

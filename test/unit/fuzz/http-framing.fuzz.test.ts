@@ -1,12 +1,12 @@
-// Property-based fuzzing of the request-body framing check (local-agent/http-framing.ts, RFC 9112
+// Property-based fuzzing of the request-body framing check (local-agent/front/http-framing.ts, RFC 9112
 // section 6), the part of an HTTP request head the agent judges itself once node:http has parsed
 // it: any head gets a framing or an HttpProxyError with 400 or 501, never another throw, and the
 // framings it lets through are the unambiguous ones.
 
 import fc from "fast-check";
 import { describe, expect } from "vitest";
-import { parseRequestFraming, type RequestHead } from "../../../local-agent/http-framing.ts";
-import { HttpProxyError } from "../../../local-agent/http-proxy.ts";
+import { parseRequestFraming, type RequestHead } from "../../../local-agent/front/http-framing.ts";
+import { HttpProxyError } from "../../../local-agent/front/http-proxy.ts";
 import { fuzzIt, hostileText, outcomeOf } from "./fuzz-support.ts";
 
 const method = fc.oneof(fc.constantFrom("GET", "POST", "PUT", "CONNECT", "connect", "HEAD"), fc.string({ maxLength: 8 }));

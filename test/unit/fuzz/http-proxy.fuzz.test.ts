@@ -1,4 +1,4 @@
-// Property-based fuzzing of the HTTP proxy's pure parsers (local-agent/http-proxy.ts): CONNECT
+// Property-based fuzzing of the HTTP proxy's pure parsers (local-agent/front/http-proxy.ts): CONNECT
 // authorities, absolute-form targets, Basic proxy credentials, the hop-by-hop filter and the
 // closing responses. (The request head itself is parsed by Node's llhttp inside node:http; what
 // the agent parses out of it is here.) Random and mutated text gets a value or an HttpProxyError
@@ -7,10 +7,10 @@
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { HttpProxyError, encodeClosingResponse, endToEndHeaders, oneLine, parseAuthority, parseBasicCredentials, parseProxyTarget } from "../../../local-agent/http-proxy.ts";
-import { Route, effectiveRules, parseRuleText, routeFor } from "../../../local-agent/routing.ts";
+import { HttpProxyError, encodeClosingResponse, endToEndHeaders, oneLine, parseAuthority, parseBasicCredentials, parseProxyTarget } from "../../../local-agent/front/http-proxy.ts";
+import { Route, effectiveRules, parseRuleText, routeFor } from "../../../local-agent/config/routing.ts";
 import { encodeHttpConnect } from "../../../worker/dial/upstream-codec.ts";
-import { AddressType, formatDestination, type Destination } from "../../../worker/protocol.ts";
+import { AddressType, formatDestination, type Destination } from "../../../worker/protocol/index.ts";
 import { accepted, destination, fuzzIt, hostileText, ipv4Host, ipv6Spelling, isIpLiteral, outcomeOf, port, utf8Bytes, wellFormedText } from "./fuzz-support.ts";
 
 /** The destination parseAuthority gives for `value` written as host:port: names lower-cased. */

@@ -1,4 +1,4 @@
-// Property-based fuzzing of the wire codec (worker/protocol.ts): every frame round-trips, every
+// Property-based fuzzing of the wire codec (worker/protocol/codec.ts): every frame round-trips, every
 // message decodeFrame accepts re-encodes to the same bytes, and random and mutated messages get a
 // frame or a ProtocolError with a close code, nothing else, in bounded time.
 
@@ -32,7 +32,7 @@ import {
   parseIPv6,
   truncateUtf8,
   type Frame,
-} from "../../../worker/protocol.ts";
+} from "../../../worker/protocol/index.ts";
 import { destination, fuzzIt, hostileBytes, hostileText, ipv6Spelling, ipv6Words, outcomeOf, utf8Bytes, wellFormedText, wordsToBytes } from "./fuzz-support.ts";
 
 /** Longest reason OPENED and RESET carry; longer ones are cut by the encoders. */

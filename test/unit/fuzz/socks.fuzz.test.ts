@@ -1,6 +1,6 @@
-// Property-based fuzzing of the agent's SOCKS parsers: SOCKS5 (local-agent/socks5.ts, RFC 1928),
-// its username/password subnegotiation (RFC 1929), SOCKS4 and 4a (local-agent/socks4.ts) and the
-// SOCKS5 UDP header (local-agent/socks5-udp.ts). Random and mutated bytes get a value or the
+// Property-based fuzzing of the agent's SOCKS parsers: SOCKS5 (local-agent/front/socks5.ts, RFC 1928),
+// its username/password subnegotiation (RFC 1929), SOCKS4 and 4a (local-agent/front/socks4.ts) and the
+// SOCKS5 UDP header (local-agent/front/socks5-udp.ts). Random and mutated bytes get a value or the
 // module's typed error, however the bytes are split into reads; every valid message parses to
 // what it was made from, including messages the Worker's upstream client encodes
 // (worker/dial/upstream-codec.ts), so the two halves of SOCKS5 in this repository agree.
@@ -27,10 +27,10 @@ import {
   parseRequest,
   parseUserPass,
   type Request,
-} from "../../../local-agent/socks5.ts";
-import { MAX_SOCKS4_REQUEST_BYTES, SOCKS4_VERSION, Socks4Error, Socks4Reply, parseSocks4Request, type Socks4Request } from "../../../local-agent/socks4.ts";
-import { UdpHeaderError, encodeUdpDatagram, parseUdpDatagram } from "../../../local-agent/socks5-udp.ts";
-import { Route, effectiveRules, parseRuleText, routeFor } from "../../../local-agent/routing.ts";
+} from "../../../local-agent/front/socks5.ts";
+import { MAX_SOCKS4_REQUEST_BYTES, SOCKS4_VERSION, Socks4Error, Socks4Reply, parseSocks4Request, type Socks4Request } from "../../../local-agent/front/socks4.ts";
+import { UdpHeaderError, encodeUdpDatagram, parseUdpDatagram } from "../../../local-agent/front/socks5-udp.ts";
+import { Route, effectiveRules, parseRuleText, routeFor } from "../../../local-agent/config/routing.ts";
 import {
   STATUS_FOR_REPLY,
   UpstreamError,
@@ -41,7 +41,7 @@ import {
   parseMethodSelection,
   parseUserPassStatus,
 } from "../../../worker/dial/upstream-codec.ts";
-import { AddressType, encodeAddress, parseIPv4, type Destination } from "../../../worker/protocol.ts";
+import { AddressType, encodeAddress, parseIPv4, type Destination } from "../../../worker/protocol/index.ts";
 import {
   byte,
   checkEveryPrefix,
@@ -64,7 +64,7 @@ const SOCKS4_REPLIES: readonly (number | undefined)[] = [...Object.values(Socks4
 const LABEL = "socks5://upstream.test:1080";
 
 /**
- * The invariant routing relies on (local-agent/routing.ts: a cidr rule "never [matches] a domain
+ * The invariant routing relies on (local-agent/config/routing.ts: a cidr rule "never [matches] a domain
  * name"): an IP literal a client sends as a name reaches it as the address it is, trailing root
  * dot or not; otherwise `block:cidr=...` is bypassed by writing the address as a name.
  */

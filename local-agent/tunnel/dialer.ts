@@ -1,0 +1,72 @@
+// Sends each stream where the routing rules say: through the edge, directly, or nowhere.
+
+import { AgentStream } from "./agent-stream.ts";
+import { verdictsFor } from "./cloudflare-verdicts.ts";
+import type { AgentConfig } from "../config/config.ts";
+import { startDirectStream } from "./direct-stream.ts";
+import type { Logger } from "../log.ts";
+import { Route, matchRule } from "../config/routing.ts";
+import type { StreamRequest } from "./stream-request.ts";
+import { TunnelPool } from "./tunnel-pool.ts";
+import { StreamStatus, encodeAddress, formatDestination, type Destination } from "../../worker/protocol/index.ts";
+
+/**
+ * The warm pool of each running agent, found by its config: every front door already carries
+ * the config to openStream, so the pool needs no parameter of its own through each of them.
+ */
+const pools = new WeakMap<AgentConfig, TunnelPool>();
+
+/** Starts the warm pool of the agent running with `config`; its edge streams take their tunnels from it. */
+export function startTunnelPool(config: AgentConfig, log: Logger): TunnelPool {
+  const pool = new TunnelPool(config, log);
+  pools.set(config, pool);
+  pool.start();
+  return pool;
+}
+
+/** Opens `request.destination` on the route its first matching rule names (edge when none does). */
+export function openStream(request: StreamRequest, config: AgentConfig, log: Logger): void {
+  // Checked before any route starts: the edge route would only find out inside a WebSocket
+  // callback, where a throw would take the whole agent down with it.
+  const unusable = whyUnusable(request.destination);
+  if (unusable !== undefined) {
+    refuse(request, StreamStatus.GeneralFailure, "refused", unusable, log);
+    return;
+  }
+  const rule = matchRule(request.destination, config.rules);
+  const route = rule?.route ?? Route.Edge;
+  if (route === Route.Block) {
+    refuse(request, StreamStatus.NotAllowed, "block", `blocked by rule ${rule?.text ?? ""}`, log);
+    return;
+  }
+  if (route === Route.Direct) {
+    startDirectStream(request, config, log);
+    return;
+  }
+  // A destination the edge said is on Cloudflare's network goes straight to its fallback: no
+  // Worker request for an open that would fail.
+  if (config.onCloudflare === "direct" && verdictsFor(config).isOnCloudflare(request.destination.host)) {
+    startDirectStream(request, config, log, { why: "on Cloudflare's network, remembered: --on-cloudflare direct", answered: false, clientEnded: false });
+    return;
+  }
+  new AgentStream(request, config, log).start(pools.get(config));
+}
+
+/** Answers the client with `status` in its protocol, closes it, and ends the stream. */
+function refuse(request: StreamRequest, status: StreamStatus, outcome: string, reason: string, log: Logger): void {
+  const reply = request.answer.failed(status, reason);
+  if (reply) request.client.end(reply);
+  else request.client.end();
+  log.info(`${request.clientLabel} -> ${formatDestination(request.destination)} ${outcome}: ${reason}`);
+  request.onClosed();
+}
+
+/** Why no route can take `destination` (a port or name the edge's OPEN frame cannot carry), or undefined. */
+function whyUnusable(destination: Destination): string | undefined {
+  try {
+    encodeAddress(destination);
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
