@@ -1,81 +1,23 @@
 #!/usr/bin/env node
-// The edgesocks agent's command line: parse, start, print one ready line, stop on a signal.
+// The `edgesocks` command: a subcommand first (run, deploy, doctor, service), or only flags,
+// which run the agent as `edgesocks run` does.
 
-import { ConfigError, USAGE, parseAgentCommand } from "../config/config.ts";
-import { probeEdge } from "../tunnel/edge-probe.ts";
-import { holdLine } from "../tunnel/held-bytes.ts";
-import { createLogger } from "../log.ts";
-import { startAgent } from "../server.ts";
-import { EDGESOCKS_VERSION } from "../../worker/version.ts";
+import { deployCommand } from "./deploy.ts";
+import { doctorCommand } from "./doctor.ts";
+import { runAgentCommand } from "./run.ts";
+import { serviceCommand } from "./service.ts";
 
-/** Exit statuses: 2 for a bad command line, 1 for a start-up failure, 3 for a shutdown that reset transfers. */
-const EXIT_USAGE = 2;
-const EXIT_FAILURE = 1;
-const EXIT_DRAIN_CUT = 3;
-/** Time the tunnels' close frames get to leave before the process exits. */
-const EXIT_FLUSH_MS = 100;
-/**
- * A signal this soon after the first is the same request, not a second one: Ctrl-C under
- * `npm start` reaches the agent twice, from the terminal and forwarded by the dev runner.
- */
-const REPEAT_SIGNAL_MS = 500;
+/** Subcommands that finish and hand back an exit status; `run` keeps the process until a signal. */
+const FINISHING = { deploy: deployCommand, doctor: doctorCommand, service: serviceCommand } as const;
 
-async function main(): Promise<void> {
-  let command;
-  try {
-    command = parseAgentCommand(process.argv.slice(2), process.env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`edgesocks: ${error.message}\n`);
-    process.exit(EXIT_USAGE);
-  }
-  if (command.kind === "help") {
-    process.stdout.write(USAGE);
+async function main(argv: string[]): Promise<void> {
+  const [first, ...rest] = argv;
+  if (first === "run") return runAgentCommand(rest);
+  if (first !== undefined && Object.hasOwn(FINISHING, first)) {
+    process.exitCode = await FINISHING[first as keyof typeof FINISHING](rest);
     return;
   }
-  if (command.kind === "version") {
-    process.stdout.write(`edgesocks ${EDGESOCKS_VERSION}\n`);
-    return;
-  }
-  const { config } = command;
-  const log = createLogger(config.logLevel);
-  let agent;
-  try {
-    agent = await startAgent(config, log);
-  } catch (error) {
-    process.stderr.write(`edgesocks: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(EXIT_FAILURE);
-  }
-  const { address, port } = agent.address;
-  const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-  process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
-  void probeEdge(config.tunnelUrl).then((warning) => {
-    if (warning) log.warn(warning);
-  });
-  let stoppingSince: number | undefined;
-  const stop = (signal: string) => {
-    if (stoppingSince !== undefined) {
-      if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) return;
-      log.warn(`${signal} again: resetting the ${agent.openConnections} connections still open`);
-      agent.abort();
-      return;
-    }
-    stoppingSince = Date.now();
-    const open = agent.openConnections;
-    log.info(
-      open === 0
-        ? `${signal}: closing (no open connections)`
-        : `${signal}: no longer accepting; ${open} open connections have ${config.drainTimeoutMs} ms to finish (--drain-timeout-ms), then they are reset; a second signal resets them now`,
-    );
-    void agent.close(config.drainTimeoutMs).then(({ finished, reset }) => {
-      if (reset === 0) log.info(`closed: ${finished} connections finished`);
-      else log.warn(`closed: ${finished} connections finished, ${reset} reset before they finished`);
-      setTimeout(() => process.exit(reset === 0 ? 0 : EXIT_DRAIN_CUT), EXIT_FLUSH_MS);
-    });
-  };
-  process.on("SIGINT", () => stop("SIGINT"));
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGUSR2", () => log.info(holdLine()));
+  return runAgentCommand(argv);
 }
 
-void main();
+void main(process.argv.slice(2));

@@ -1,0 +1,79 @@
+// `edgesocks run` (and `edgesocks` with only flags): parse, start, print one ready line, stop on a signal.
+
+import { ConfigError, USAGE, parseAgentCommand } from "../config/config.ts";
+import { probeEdge } from "../tunnel/edge-probe.ts";
+import { holdLine } from "../tunnel/held-bytes.ts";
+import { createLogger } from "../log.ts";
+import { startAgent } from "../server.ts";
+import { EDGESOCKS_VERSION } from "../../worker/version.ts";
+
+/** Exit statuses: 2 for a bad command line, 1 for a start-up failure, 3 for a shutdown that reset transfers. */
+const EXIT_USAGE = 2;
+const EXIT_FAILURE = 1;
+const EXIT_DRAIN_CUT = 3;
+/** Time the tunnels' close frames get to leave before the process exits. */
+const EXIT_FLUSH_MS = 100;
+/**
+ * A signal this soon after the first is the same request, not a second one: Ctrl-C under
+ * `npm start` reaches the agent twice, from the terminal and forwarded by the dev runner.
+ */
+const REPEAT_SIGNAL_MS = 500;
+
+/** Runs the agent until a signal stops it; the process exits with the statuses above. */
+export async function runAgentCommand(argv: string[]): Promise<void> {
+  let command;
+  try {
+    command = parseAgentCommand(argv, process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`edgesocks: ${error.message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (command.kind === "help") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (command.kind === "version") {
+    process.stdout.write(`edgesocks ${EDGESOCKS_VERSION}\n`);
+    return;
+  }
+  const { config } = command;
+  const log = createLogger(config.logLevel);
+  let agent;
+  try {
+    agent = await startAgent(config, log);
+  } catch (error) {
+    process.stderr.write(`edgesocks: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(EXIT_FAILURE);
+  }
+  const { address, port } = agent.address;
+  const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+  process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
+  void probeEdge(config.tunnelUrl).then((warning) => {
+    if (warning) log.warn(warning);
+  });
+  let stoppingSince: number | undefined;
+  const stop = (signal: string) => {
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince < REPEAT_SIGNAL_MS) return;
+      log.warn(`${signal} again: resetting the ${agent.openConnections} connections still open`);
+      agent.abort();
+      return;
+    }
+    stoppingSince = Date.now();
+    const open = agent.openConnections;
+    log.info(
+      open === 0
+        ? `${signal}: closing (no open connections)`
+        : `${signal}: no longer accepting; ${open} open connections have ${config.drainTimeoutMs} ms to finish (--drain-timeout-ms), then they are reset; a second signal resets them now`,
+    );
+    void agent.close(config.drainTimeoutMs).then(({ finished, reset }) => {
+      if (reset === 0) log.info(`closed: ${finished} connections finished`);
+      else log.warn(`closed: ${finished} connections finished, ${reset} reset before they finished`);
+      setTimeout(() => process.exit(reset === 0 ? 0 : EXIT_DRAIN_CUT), EXIT_FLUSH_MS);
+    });
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGUSR2", () => log.info(holdLine()));
+}
