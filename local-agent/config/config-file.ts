@@ -4,14 +4,15 @@
 // and never a secret's value.
 
 import { dirname, resolve } from "node:path";
-import { ConfigError, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, parseEdgeUrl, parseLimit, parseListen, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
+import { ConfigError, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, distinctEdges, parseEdgeUrl, type EdgeTarget, parseLimit, parseListen, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, ROUTES, RuleError, buildRule, type BypassMode, type RouteRule } from "./routing.ts";
 import { checkPassword, checkUserName, type UserSource } from "./users-config.ts";
 
 /** What a config file sets; absent fields are left to flags and defaults. */
 export type FileSettings = {
   listen?: { host: string; port: number };
-  edge?: { tunnelUrl: string; edgeLabel: string };
+  /** "edge": one URL or a list of them, tried in order of health (README: "Several edges"). */
+  edges?: EdgeTarget[];
   /** Absolute, or relative to the working directory: already resolved against the file's directory. */
   tokenFile?: string;
   users: UserSource[];
@@ -44,8 +45,7 @@ export function parseConfigFile(text: string, file: string): FileSettings {
   const settings: FileSettings = { users: [], rules: [], limits: {} };
   const listen = optionalString(root, "listen", at("listen"));
   if (listen !== undefined) settings.listen = parseListen(listen, at("listen"));
-  const edge = optionalString(root, "edge", at("edge"));
-  if (edge !== undefined) settings.edge = parseEdgeUrl(edge, at("edge"));
+  if (Object.hasOwn(root, "edge")) settings.edges = parseEdges(root.edge, at("edge"));
   const tokenFile = optionalString(root, "tokenFile", at("tokenFile"));
   if (tokenFile !== undefined) settings.tokenFile = resolve(baseDir, nonEmpty(tokenFile, at("tokenFile")));
   const bypass = optionalString(root, "bypass", at("bypass"));
@@ -204,4 +204,16 @@ function typeName(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (typeof value === "object") return "an object";
   return `a ${typeof value}`;
+}
+
+/** "edge" as one URL or a non-empty list of distinct URLs. */
+function parseEdges(value: unknown, label: string): EdgeTarget[] {
+  const texts = Array.isArray(value) ? value : [value];
+  if (texts.length === 0) throw new ConfigError(`${label}: must name at least one edge URL`);
+  const edges = texts.map((text, index) => {
+    const where = Array.isArray(value) ? `${label}[${index}]` : label;
+    if (typeof text !== "string") throw new ConfigError(`${where}: must be a URL string, not ${typeName(text)}`);
+    return parseEdgeUrl(text, where);
+  });
+  return distinctEdges(edges, label);
 }

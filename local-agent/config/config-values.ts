@@ -59,7 +59,11 @@ export type Limits = Record<LimitName, number>;
 export const LIMIT_NAMES = Object.keys(LIMITS) as LimitName[];
 
 /** The tunnel URL for an edge given as http(s):// or ws(s)://, with /tunnel appended to its path. */
-export function parseEdgeUrl(text: string, label = "--edge"): { tunnelUrl: string; edgeLabel: string } {
+/** One edge: the tunnel URL the agent dials and the URL as the user gave it, for messages. */
+export type EdgeTarget = { tunnelUrl: string; edgeLabel: string };
+
+/** An edge URL checked and turned into its tunnel URL (https -> wss, base path + /tunnel). */
+export function parseEdgeUrl(text: string, label = "--edge"): EdgeTarget {
   let url: URL;
   try {
     url = new URL(text);
@@ -75,6 +79,16 @@ export function parseEdgeUrl(text: string, label = "--edge"): { tunnelUrl: strin
   const basePath = url.pathname.replace(/\/+$/, "");
   const path = basePath.endsWith(TUNNEL_PATH) ? basePath : `${basePath}${TUNNEL_PATH}`;
   return { tunnelUrl: `${wsScheme}//${url.host}${path}`, edgeLabel };
+}
+
+/** The edges as given, refusing one named twice: two pools against one Worker would be one edge counted twice. */
+export function distinctEdges(edges: EdgeTarget[], label: string): EdgeTarget[] {
+  const seen = new Set<string>();
+  for (const edge of edges) {
+    if (seen.has(edge.tunnelUrl)) throw new ConfigError(`${label}: ${edge.edgeLabel} is named twice`);
+    seen.add(edge.tunnelUrl);
+  }
+  return edges;
 }
 
 /**

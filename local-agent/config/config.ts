@@ -2,20 +2,22 @@
 
 import { parseArgs } from "node:util";
 import { parseConfigFile, type FileSettings } from "./config-file.ts";
-import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
+import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, distinctEdges, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type EdgeTarget, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
 import { parseUserFlag, readUsersFile, resolveUsers } from "./users-config.ts";
 import type { Users } from "./users.ts";
 import { MAX_WINDOW_BYTES, MIN_TOKEN_LENGTH, MIN_WINDOW_BYTES } from "../../worker/protocol/index.ts";
 
-export { ConfigError, LOG_LEVELS, parseEdgeUrl, parseListen, type LogLevel };
+export { ConfigError, LOG_LEVELS, parseEdgeUrl, parseListen, type EdgeTarget, type LogLevel };
 
 export type AgentConfig = {
   listenHost: string;
   listenPort: number;
-  /** ws:// or wss:// URL of the edge's tunnel endpoint. */
+  /** Every configured edge, in the order given (--edge repeated, or the config file's list). */
+  edges: readonly EdgeTarget[];
+  /** ws:// or wss:// URL of the first edge's tunnel endpoint. */
   tunnelUrl: string;
-  /** The edge as the user gave it, for messages (never carries the token). */
+  /** The first edge as the user gave it, for messages (never carries the token). */
   edgeLabel: string;
   token: string;
   /** What the agent may hold of the edge's unsent download bytes, per stream, before auto-tuning grows it. */
@@ -137,7 +139,7 @@ Options:
 
 /** Every option the command line takes (`--help` documents each one; a test holds it to that). */
 export const AGENT_OPTIONS = {
-  edge: { type: "string" },
+  edge: { type: "string", multiple: true },
   listen: { type: "string" },
   config: { type: "string" },
   user: { type: "string", multiple: true },
@@ -188,8 +190,9 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
   if (values.version) return { kind: "version" };
 
   const file = values.config === undefined ? NO_FILE : parseConfigFile(readText(values.config, `--config ${values.config}`), values.config);
-  const edge = values.edge !== undefined ? parseEdgeUrl(values.edge) : file.edge;
-  if (edge === undefined) throw new ConfigError("--edge URL is required (for a local edge: --edge http://127.0.0.1:8787)");
+  const edges = values.edge !== undefined ? distinctEdges(values.edge.map((text) => parseEdgeUrl(text)), "--edge") : file.edges;
+  const edge = edges?.[0];
+  if (edges === undefined || edge === undefined) throw new ConfigError("--edge URL is required (for a local edge: --edge http://127.0.0.1:8787)");
   const listen = values.listen !== undefined ? parseListen(values.listen) : (file.listen ?? parseListen(DEFAULT_LISTEN));
   const logLevel = values["log-level"] !== undefined ? oneOf("--log-level", values["log-level"], LOG_LEVELS) : (file.logLevel ?? DEFAULTS.logLevel);
   const bypass = values.bypass !== undefined ? oneOf("--bypass", values.bypass, BYPASS_MODES) : (file.bypass ?? DEFAULTS.bypass);
@@ -231,6 +234,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
     config: {
       listenHost: listen.host,
       listenPort: listen.port,
+      edges,
       tunnelUrl: edge.tunnelUrl,
       edgeLabel: edge.edgeLabel,
       token: readToken(tokenSource, env),

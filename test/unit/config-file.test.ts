@@ -50,7 +50,7 @@ describe("the example docs/edgesocks.example.json", () => {
 
   it("parses, with its relative paths resolved against docs/", () => {
     expect(settings.listen).toEqual({ host: "0.0.0.0", port: 1080 });
-    expect(settings.edge).toEqual({ tunnelUrl: "wss://edgesocks.example.workers.dev/tunnel", edgeLabel: "https://edgesocks.example.workers.dev" });
+    expect(settings.edges).toEqual([{ tunnelUrl: "wss://edgesocks.example.workers.dev/tunnel", edgeLabel: "https://edgesocks.example.workers.dev" }]);
     expect(settings.tokenFile).toBe(join(docs, "edgesocks.token"));
     expect(settings.users).toEqual([
       { name: "alice", label: `${path} users[0]`, password: { kind: "file", path: join(docs, "alice.password"), label: `${path}: users[0].passwordFile` } },

@@ -49,6 +49,7 @@ describe("parseAgentCommand", () => {
     expect(runConfig(EDGE)).toEqual({
       listenHost: "127.0.0.1",
       listenPort: 1080,
+      edges: [{ tunnelUrl: "wss://edgesocks.example.workers.dev/tunnel", edgeLabel: "https://edgesocks.example.workers.dev" }],
       tunnelUrl: "wss://edgesocks.example.workers.dev/tunnel",
       edgeLabel: "https://edgesocks.example.workers.dev",
       token: TOKEN,
@@ -117,6 +118,7 @@ describe("parseAgentCommand", () => {
     expect(config).toEqual({
       listenHost: "::1",
       listenPort: 9050,
+      edges: [{ tunnelUrl: "ws://127.0.0.1:8787/tunnel", edgeLabel: "http://127.0.0.1:8787" }],
       tunnelUrl: "ws://127.0.0.1:8787/tunnel",
       edgeLabel: "http://127.0.0.1:8787",
       token: "file-token-abcdefghijklmnop",

@@ -119,7 +119,7 @@ describe("the --config file (fuzz)", () => {
   fuzzIt("parses every valid file to the settings it holds", configObject, (object) => {
     const settings = parseConfigFile(JSON.stringify(object), FILE);
     if (object.listen !== undefined) expect(settings.listen).toEqual(parseListen(object.listen));
-    if (object.edge !== undefined) expect(settings.edge?.tunnelUrl).toBe(`${object.edge.replace(/^https:/, "wss:")}/tunnel`);
+    if (object.edge !== undefined) expect(settings.edges?.[0]?.tunnelUrl).toBe(`${object.edge.replace(/^https:/, "wss:")}/tunnel`);
     if (object.tokenFile !== undefined) expect(settings.tokenFile).toBe(resolve("/etc/edgesocks", object.tokenFile));
     expect(settings.users.map((user) => user.name)).toEqual((object.users ?? []).map((user) => user.name));
     (object.users ?? []).forEach((user, index) => {
