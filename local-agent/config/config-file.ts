@@ -212,7 +212,7 @@ function parseEdges(value: unknown, label: string): EdgeTarget[] {
   if (texts.length === 0) throw new ConfigError(`${label}: must name at least one edge URL`);
   const edges = texts.map((text, index) => {
     const where = Array.isArray(value) ? `${label}[${index}]` : label;
-    if (typeof text !== "string") throw new ConfigError(`${where}: must be a URL string, not ${typeName(text)}`);
+    if (typeof text !== "string") throw new ConfigError(`${where}: must be a URL string${Array.isArray(value) ? "" : " or a list of them"}, not ${typeName(text)}`);
     return parseEdgeUrl(text, where);
   });
   return distinctEdges(edges, label);

@@ -48,6 +48,14 @@ describe("the example docs/edgesocks.example.json", () => {
   const settings = parseConfigFile(readFileSync(path, "utf8"), path);
   const docs = join(repoRoot, "docs");
 
+  it("takes a list of edges in order", () => {
+    const parsed = parseConfigFile(JSON.stringify({ edge: ["https://a.example", "http://127.0.0.1:8788"] }), FILE);
+    expect(parsed.edges).toEqual([
+      { tunnelUrl: "wss://a.example/tunnel", edgeLabel: "https://a.example" },
+      { tunnelUrl: "ws://127.0.0.1:8788/tunnel", edgeLabel: "http://127.0.0.1:8788" },
+    ]);
+  });
+
   it("parses, with its relative paths resolved against docs/", () => {
     expect(settings.listen).toEqual({ host: "0.0.0.0", port: 1080 });
     expect(settings.edges).toEqual([{ tunnelUrl: "wss://edgesocks.example.workers.dev/tunnel", edgeLabel: "https://edgesocks.example.workers.dev" }]);
@@ -149,7 +157,10 @@ describe("parseConfigFile", () => {
 
   it.each([
     [{ listen: 1080 }, "listen: must be a string, not a number"],
-    [{ edge: null }, "edge: must be a string, not null"],
+    [{ edge: null }, "edge: must be a URL string or a list of them, not null"],
+    [{ edge: [] }, "edge: must name at least one edge URL"],
+    [{ edge: ["https://a.example", 7] }, "edge[1]: must be a URL string, not a number"],
+    [{ edge: ["https://a.example", "https://a.example/"] }, "edge: https://a.example is named twice"],
     [{ tokenFile: ["a"] }, "tokenFile: must be a string, not an array"],
     [{ users: { name: "a" } }, "users: must be an array, not an object"],
     [{ users: ["alice:pw"] }, "users[0]: must be an object, not a string"],

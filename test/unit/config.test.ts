@@ -152,6 +152,13 @@ describe("parseAgentCommand", () => {
     expect(runConfig(["--edge=wss://edge.example", "--window-bytes=16384"])).toMatchObject({ tunnelUrl: "wss://edge.example/tunnel", windowBytes: 16_384 });
   });
 
+  it("keeps every --edge in order, the first as tunnelUrl, and refuses one named twice", () => {
+    const config = runConfig(["--edge", "https://a.example", "--edge", "http://127.0.0.1:8788"]);
+    expect(config.edges.map((edge) => edge.tunnelUrl)).toEqual(["wss://a.example/tunnel", "ws://127.0.0.1:8788/tunnel"]);
+    expect(config.tunnelUrl).toBe("wss://a.example/tunnel");
+    expect(() => runConfig(["--edge", "https://a.example", "--edge", "wss://a.example"])).toThrow("--edge: wss://a.example is named twice");
+  });
+
   it.each([["--help"], ["-h"]])("returns help for %s, needing neither --edge nor a token", (flag) => {
     expect(parseAgentCommand([flag], {})).toEqual({ kind: "help" });
   });
