@@ -3,6 +3,8 @@
 // the agent drains its open transfers first (--drain-timeout-ms), then the edge stops.
 //
 // Flags after `npm start --` go to the agent, except --edge-port N, which moves the local edge.
+// Flags before the `--` npm keeps for itself (as npm_config_* variables); they are caught here,
+// and so is every bad agent flag, before the edge boots.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -11,6 +13,8 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { AGENT_OPTIONS, ConfigError, USAGE, parseAgentCommand } from "../config/config.ts";
+import { EDGESOCKS_VERSION } from "../../worker/version.ts";
 
 const DEFAULT_EDGE_PORT = 8787;
 /** wrangler dev builds and boots workerd; on this 2-core machine that takes 3-10 s. */
@@ -18,6 +22,40 @@ const EDGE_READY_TIMEOUT_MS = 90_000;
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const wranglerBin = join(createRequire(import.meta.url).resolve("wrangler/package.json"), "..", "bin", "wrangler.js");
+
+/** `npm start -- --help`: this runner's one flag, then the agent's options. */
+const DEV_USAGE = `Usage: npm start [-- options]
+
+Runs a local edge (wrangler dev on 127.0.0.1:${DEFAULT_EDGE_PORT}, with a token generated for this run) and the
+agent in front of it; one Ctrl-C stops both. Flags go after --: npm keeps those before it for
+itself (npm start -- --zero-rtt, not npm start --zero-rtt).
+
+  --edge-port N              the local edge's port (default ${DEFAULT_EDGE_PORT})
+
+The agent's options, all but --edge (npm start points the agent at its local edge):
+
+${USAGE.slice(USAGE.indexOf("Options:\n") + "Options:\n".length).replace(/^ {2}--edge URL.*\n(?: {4,}.*\n)*/m, "")}`;
+
+/** Flags npm may take from `npm start --flag`: the agent's (but --help and --version, which npm answers itself) and --edge-port. */
+const NPM_CATCHABLE = [...Object.keys(AGENT_OPTIONS).filter((name) => name !== "help" && name !== "version"), "edge-port"];
+/** npm 11 expands a flag that abbreviates one of its own settings: `--bypass` arrives as npm_config_bypass_2fa. */
+const NPM_EXPANDS: Record<string, string> = { bypass: "bypass-2fa" };
+
+/**
+ * The flags `npm start --flag` (no `--`) gave to npm: it sets npm_config_<flag, - as _> ("true",
+ * or the value of --flag=value; measured with npm 11.19) and passes nothing for it to the script.
+ */
+function flagsNpmTook(env: NodeJS.ProcessEnv): string[] {
+  return NPM_CATCHABLE.filter((name) => env[`npm_config_${(NPM_EXPANDS[name] ?? name).replaceAll("-", "_")}`] !== undefined);
+}
+
+/** How a flag is written with a placeholder value, as --help shows it (`--pool-size N`); never a real value, which may be a password. */
+function flagForm(name: string): string {
+  if (name === "edge-port") return "--edge-port N";
+  const spec = AGENT_OPTIONS[name as keyof typeof AGENT_OPTIONS];
+  if (spec.type === "boolean") return `--${name}`;
+  return `--${name} ${new RegExp(`--${name} ([A-Z][A-Z0-9_:|]*)`).exec(USAGE)?.[1] ?? "VALUE"}`;
+}
 
 function splitArgs(argv: string[]): { edgePort: number; agentArgs: string[] } {
   const agentArgs: string[] = [];
@@ -69,13 +107,36 @@ function prefixLines(stream: NodeJS.ReadableStream | null, prefix: string): void
 }
 
 async function main(): Promise<void> {
-  const { edgePort, agentArgs } = splitArgs(process.argv.slice(2));
+  const taken = flagsNpmTook(process.env);
+  if (taken.includes("edge")) fail("npm start runs its own local edge; to use a deployed Worker run `npm run agent -- --edge URL`");
+  if (taken.length > 0) {
+    const flags = taken.map((name) => `--${name}`);
+    const listed = flags.length === 1 ? flags[0] : `${flags.slice(0, -1).join(", ")} and ${flags.at(-1)}`;
+    fail(`npm took ${listed} for itself; pass agent flags after --: npm start -- ${taken.map(flagForm).join(" ")}`);
+  }
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(DEV_USAGE);
+    return;
+  }
+  if (argv.includes("--version") || argv.includes("-v")) {
+    process.stdout.write(`edgesocks ${EDGESOCKS_VERSION}\n`);
+    return;
+  }
+  const { edgePort, agentArgs } = splitArgs(argv);
   const token = process.env.EDGESOCKS_TOKEN?.trim() || randomBytes(24).toString("base64url");
+  const edgeUrl = `http://127.0.0.1:${edgePort}`;
+  // The agent's flags are checked before the edge boots (seconds): a typo fails at once.
+  try {
+    parseAgentCommand(["--edge", edgeUrl, ...agentArgs], { ...process.env, EDGESOCKS_TOKEN: token });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    fail(error.message.replaceAll("see edgesocks --help", "see npm start -- --help"));
+  }
   // The token reaches wrangler through a private env file, never through argv (visible in ps).
   const secretsDir = mkdtempSync(join(tmpdir(), "edgesocks-dev-"));
   const envFile = join(secretsDir, ".env");
   writeFileSync(envFile, `EDGESOCKS_TOKEN=${token}\n`, { mode: 0o600 });
-  const edgeUrl = `http://127.0.0.1:${edgePort}`;
 
   // The edge runs in a process group of its own, so a Ctrl-C (SIGINT to the terminal's whole
   // group) does not stop it under the agent's draining transfers: it stops once the agent is gone.

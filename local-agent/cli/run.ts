@@ -1,7 +1,8 @@
-// `edgesocks run` (and `edgesocks` with only flags): parse, start, print one ready line, stop on a signal.
+// `edgesocks run` (and `edgesocks` with only flags): parse, listen, check the edge and the token,
+// print one ready line, stop on a signal.
 
 import { ConfigError, USAGE, parseAgentCommand } from "../config/config.ts";
-import { probeEdge } from "../tunnel/edge-probe.ts";
+import { checkEdgesAtStart } from "../tunnel/edge-probe.ts";
 import { holdLine } from "../tunnel/held-bytes.ts";
 import { createLogger } from "../log.ts";
 import { startAgent } from "../server.ts";
@@ -18,6 +19,8 @@ const EXIT_FLUSH_MS = 100;
  * `npm start` reaches the agent twice, from the terminal and forwarded by the dev runner.
  */
 const REPEAT_SIGNAL_MS = 500;
+/** Log lines kept while the start-up check runs (at most START_CHECK_TIMEOUT_MS); later ones are counted. */
+const MAX_HELD_LOG_LINES = 1_000;
 
 /** Runs the agent until a signal stops it; the process exits with the statuses above. */
 export async function runAgentCommand(argv: string[]): Promise<void> {
@@ -38,7 +41,16 @@ export async function runAgentCommand(argv: string[]): Promise<void> {
     return;
   }
   const { config } = command;
-  const log = createLogger(config.logLevel);
+  // Until the start-up check has spoken, log lines (the warm pool's first failures, early
+  // clients) are held: a refused token must be the one line the agent leaves.
+  let held: string[] | undefined = [];
+  let droppedLines = 0;
+  const log = createLogger(config.logLevel, (line) => {
+    if (held === undefined) process.stderr.write(line);
+    else if (held.length < MAX_HELD_LOG_LINES) held.push(line);
+    else droppedLines++;
+  });
+  for (const warning of command.warnings) log.warn(warning);
   let agent;
   try {
     agent = await startAgent(config, log);
@@ -46,12 +58,18 @@ export async function runAgentCommand(argv: string[]): Promise<void> {
     process.stderr.write(`edgesocks: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(EXIT_FAILURE);
   }
+  const check = await checkEdgesAtStart(config.edges, config.token);
+  if (check.refusal !== undefined) {
+    process.stderr.write(`edgesocks: ${check.refusal}\n`);
+    process.exit(EXIT_FAILURE);
+  }
+  for (const warning of check.warnings) log.warn(warning);
+  for (const line of held) process.stderr.write(line);
+  held = undefined;
+  if (droppedLines > 0) log.warn(`${droppedLines} more log lines written during the start-up check were dropped`);
   const { address, port } = agent.address;
   const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
   process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
-  void probeEdge(config.tunnelUrl).then((warning) => {
-    if (warning) log.warn(warning);
-  });
   let stoppingSince: number | undefined;
   const stop = (signal: string) => {
     if (stoppingSince !== undefined) {

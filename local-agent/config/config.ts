@@ -1,6 +1,8 @@
 // The agent's command line, config file and environment, parsed and validated once into one AgentConfig.
 
+import { statSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { argvProblem } from "./argv-errors.ts";
 import { parseConfigFile, type FileSettings } from "./config-file.ts";
 import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, distinctEdges, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type EdgeTarget, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
@@ -59,7 +61,8 @@ export type AgentConfig = {
   onCloudflare: OnCloudflareMode;
 };
 
-export type AgentCommand = { kind: "run"; config: AgentConfig } | { kind: "help" } | { kind: "version" };
+/** `warnings`: one line each for what works but should be fixed (a token file others can read). */
+export type AgentCommand = { kind: "run"; config: AgentConfig; warnings: string[] } | { kind: "help" } | { kind: "version" };
 
 export const DEFAULT_LISTEN = "127.0.0.1:1080";
 export const DEFAULTS = {
@@ -79,6 +82,8 @@ export const USAGE = `Usage: edgesocks --edge URL [options]
 Runs a SOCKS5, SOCKS4 and HTTP proxy on this machine whose connections leave from a Cloudflare
 Worker. The token is read from --token-file, the config file's tokenFile, or the environment
 variable EDGESOCKS_TOKEN, in that order; it is never written in a flag or the config file.
+Before it reports ready the agent checks the edge and the token (GET /check): a token the edge
+refuses exits with status 1; an edge that does not answer is a warning.
 
 Options:
   --edge URL                 the Worker: https://NAME.workers.dev, or http://127.0.0.1:8787 for
@@ -168,23 +173,14 @@ const NO_FILE: FileSettings = { users: [], rules: [], limits: {} };
 
 /** Parses argv, the --config file and env into a command; throws ConfigError with a one-line message. */
 export function parseAgentCommand(argv: string[], env: Record<string, string | undefined>): AgentCommand {
+  // A stray argument is never quoted after --user: `--user alice hunter2` makes one of a password.
+  const problem = argvProblem(argv, { options: AGENT_OPTIONS, usage: USAGE, helpCommand: "edgesocks --help", secretFollowers: ["user"] });
+  if (problem !== undefined) throw new ConfigError(problem);
   let values;
-  let tokens;
   try {
-    ({ values, tokens } = parseArgs({
-      args: argv,
-      strict: true,
-      // Positionals are refused below, without quoting them: `--user alice hunter2` makes one of a password.
-      allowPositionals: true,
-      tokens: true,
-      options: AGENT_OPTIONS,
-    }));
+    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: AGENT_OPTIONS }));
   } catch (error) {
     throw new ConfigError(error instanceof Error ? error.message.split("\n")[0] ?? "bad arguments" : "bad arguments");
-  }
-  const positional = tokens.find((token) => token.kind === "positional");
-  if (positional !== undefined) {
-    throw new ConfigError(`argument ${positional.index + 1} is not an option; this command takes only options (--user takes NAME:PASS as one argument)`);
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
@@ -229,15 +225,17 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
       : file.tokenFile !== undefined
         ? { path: file.tokenFile, label: `${values.config}: tokenFile ${file.tokenFile}` }
         : undefined;
+  const warnings: string[] = [];
   return {
     kind: "run",
+    warnings,
     config: {
       listenHost: listen.host,
       listenPort: listen.port,
       edges,
       tunnelUrl: edge.tunnelUrl,
       edgeLabel: edge.edgeLabel,
-      token: readToken(tokenSource, env),
+      token: readToken(tokenSource, env, warnings),
       ...limits,
       logLevel,
       bypass,
@@ -254,11 +252,13 @@ function oneOf<T extends string>(flag: string, value: string, allowed: readonly 
   return value as T;
 }
 
-function readToken(source: { path: string; label: string } | undefined, env: Record<string, string | undefined>): string {
+function readToken(source: { path: string; label: string } | undefined, env: Record<string, string | undefined>, warnings: string[]): string {
   let token: string;
   if (source !== undefined) {
     token = readText(source.path, source.label).trim();
     if (token === "") throw new ConfigError(`${source.label} is empty`);
+    const openWarning = openToOthers(source.path, source.label);
+    if (openWarning !== undefined) warnings.push(openWarning);
   } else {
     token = (env.EDGESOCKS_TOKEN ?? "").trim();
     if (token === "") throw new ConfigError("no token: set EDGESOCKS_TOKEN in the environment or pass --token-file PATH");
@@ -266,4 +266,18 @@ function readToken(source: { path: string; label: string } | undefined, env: Rec
   if (/\s|,/.test(token)) throw new ConfigError("the token must not contain white space or commas");
   if (token.length < MIN_TOKEN_LENGTH) throw new ConfigError(`the token is shorter than ${MIN_TOKEN_LENGTH} characters; the edge would refuse it`);
   return token;
+}
+
+/** A warning when the file at `path` is open to users other than its owner (POSIX modes only). */
+function openToOthers(path: string, label: string): string | undefined {
+  if (process.platform === "win32") return undefined;
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    return undefined;
+  }
+  if ((mode & 0o077) === 0) return undefined;
+  const quoted = /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", "'\\''")}'`;
+  return `${label} is open to other users (mode ${mode.toString(8).padStart(4, "0")}): chmod 600 ${quoted}`;
 }

@@ -1,28 +1,112 @@
-// A start-up check of the edge: GET /healthz, so a wrong --edge or a Worker from another
-// release is reported once at start rather than as a failure on every connection.
+// Start-up checks of the edge: GET /healthz, so a wrong --edge or a Worker from another release
+// is reported once at start rather than as a failure on every connection, and GET /check, which
+// proves the token without opening anything (docs/protocol.md, "GET /check").
 
-import { PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "../../worker/protocol/index.ts";
+import { CHECK_PATH, PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "../../worker/protocol/index.ts";
 
-/** How long the start-up check waits; the agent serves clients meanwhile either way. */
-const PROBE_TIMEOUT_MS = 5_000;
+/** How long each check waits for the edge unless its caller says otherwise. */
+export const PROBE_TIMEOUT_MS = 5_000;
+/** Longest part of the edge's refusal body a TokenCheck carries: its refusals are one short line. */
+const MAX_REFUSAL_MESSAGE_CHARS = 200;
+/** What of a refusal's body is read for its message: the edge's are one line, a stranger's may be a page. */
+const MAX_REFUSAL_BODY_BYTES = 4 * 1024;
 
-/** The healthz URL for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/healthz). */
-export function healthzUrl(tunnelUrl: string): string {
+/** The URL of the edge's `path` for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/path). */
+function edgeUrl(tunnelUrl: string, path: string): string {
   const url = new URL(tunnelUrl);
   url.protocol = url.protocol === "wss:" ? "https:" : "http:";
-  url.pathname = `${url.pathname.slice(0, -TUNNEL_PATH.length)}/healthz`;
+  url.pathname = `${url.pathname.slice(0, -TUNNEL_PATH.length)}${path}`;
   return url.toString();
 }
 
+/** The healthz URL for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/healthz). */
+export function healthzUrl(tunnelUrl: string): string {
+  return edgeUrl(tunnelUrl, "/healthz");
+}
+
+/** The token-check URL for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/check). */
+export function checkUrl(tunnelUrl: string): string {
+  return edgeUrl(tunnelUrl, CHECK_PATH);
+}
+
+/**
+ * What the edge said of a token: `accepted` (204); `refused` with the status and the edge's
+ * one-line message (401 "wrong token" or "missing bearer token", 503 no token set, 500
+ * misconfigured, any other error status but 404); `unknown` when the edge cannot say, because it
+ * is older than /check (404) or answered something else (`status`); `unreachable` with the cause
+ * when no answer came. No variant carries the token.
+ */
+export type TokenCheck =
+  | { kind: "accepted" }
+  | { kind: "refused"; status: number; message: string }
+  | { kind: "unknown"; status: number }
+  | { kind: "unreachable"; cause: string };
+
+/** Asks the edge's GET /check whether it accepts `token`; never throws, never opens a tunnel (one Worker request). */
+export async function checkToken(tunnelUrl: string, token: string, { timeoutMs = PROBE_TIMEOUT_MS }: { timeoutMs?: number } = {}): Promise<TokenCheck> {
+  let response: Response;
+  try {
+    response = await fetch(checkUrl(tunnelUrl), {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(timeoutMs),
+      // A redirect would carry the token to a URL --edge does not name.
+      redirect: "manual",
+    });
+  } catch (error) {
+    return { kind: "unreachable", cause: fetchFailure(error, timeoutMs) };
+  }
+  if (response.status === 204) {
+    await response.body?.cancel();
+    return { kind: "accepted" };
+  }
+  if (response.status === 404 || response.status < 400) {
+    await response.body?.cancel();
+    return { kind: "unknown", status: response.status };
+  }
+  return { kind: "refused", status: response.status, message: await refusalMessage(response, token) };
+}
+
+/** The first line of a refusal's body, bounded and without `token`; empty when it has none or it does not arrive. */
+async function refusalMessage(response: Response, token: string): Promise<string> {
+  try {
+    // Whatever answers may echo the request: the token never leaves in a message.
+    const text = (await readAtMost(response, MAX_REFUSAL_BODY_BYTES)).replaceAll(token, "<token>");
+    return (text.split("\n", 1)[0] ?? "").trim().slice(0, MAX_REFUSAL_MESSAGE_CHARS);
+  } catch {
+    return "";
+  }
+}
+
+/** The first `maxBytes` of a body as text; the rest is not read. */
+async function readAtMost(response: Response, maxBytes: number): Promise<string> {
+  const reader = response.body?.getReader();
+  if (reader === undefined) return "";
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  while (bytes < maxBytes) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    bytes += value.byteLength;
+  }
+  await reader.cancel();
+  return Buffer.concat(chunks).subarray(0, maxBytes).toString("utf8");
+}
+
+/** Why a fetch got no answer, in a few words: the socket's error, or the timeout. */
+function fetchFailure(error: unknown, timeoutMs: number): string {
+  if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) return `no answer within ${timeoutMs} ms`;
+  return error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
+}
+
 /** Resolves with a warning to print, or undefined when the edge answers as this agent expects. */
-export async function probeEdge(tunnelUrl: string): Promise<string | undefined> {
+export async function probeEdge(tunnelUrl: string, { timeoutMs = PROBE_TIMEOUT_MS }: { timeoutMs?: number } = {}): Promise<string | undefined> {
   const url = healthzUrl(tunnelUrl);
   let response: Response;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS), redirect: "manual" });
+    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
   } catch (error) {
-    const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
-    return `the edge is not answering ${url} (${cause}); connections will fail until it does`;
+    return `the edge is not answering ${url} (${fetchFailure(error, timeoutMs)}); connections will fail until it does`;
   }
   if (!response.ok) return `the edge answered ${url} with HTTP ${response.status}; is --edge the edgesocks Worker?`;
   let body: unknown;
@@ -53,4 +137,56 @@ function whatOlderEdgesLack(protocol: number): string {
     );
   }
   return lacks.join("; and ");
+}
+
+/**
+ * How long the start-up checks wait before the ready line: on loopback an answer takes a few
+ * milliseconds and across the internet a few hundred; an edge silent this long is reported as
+ * not answering, and the agent starts anyway.
+ */
+export const START_CHECK_TIMEOUT_MS = 2_000;
+
+/** What the start-up checks found: `refusal`, when set, is the one line to exit with; `warnings` are to print and go on. */
+export type StartCheck = { refusal?: string; warnings: string[] };
+
+/**
+ * Checks every edge at start, /healthz and the token side by side (one round trip each): a 401
+ * from any edge is a refusal (the token is wrong, and no connection through it would open); no
+ * answer, an edge older than /check or any other surprise is a warning. Messages never carry the token.
+ */
+export async function checkEdgesAtStart(edges: readonly { tunnelUrl: string; edgeLabel: string }[], token: string, timeoutMs = START_CHECK_TIMEOUT_MS): Promise<StartCheck> {
+  const results = await Promise.all(
+    edges.map(async (edge) => {
+      const [healthWarning, tokenCheck] = await Promise.all([probeEdge(edge.tunnelUrl, { timeoutMs }), checkToken(edge.tunnelUrl, token, { timeoutMs })]);
+      return { edge, healthWarning, tokenCheck };
+    }),
+  );
+  const warnings: string[] = [];
+  for (const { edge, healthWarning, tokenCheck } of results) {
+    const theEdge = edges.length > 1 ? `the edge ${edge.edgeLabel}` : "the edge";
+    if (tokenCheck.kind === "refused" && tokenCheck.status === 401) {
+      return { refusal: `${theEdge} refused the token (401 ${tokenCheck.message}): check EDGESOCKS_TOKEN / --token-file against the Worker's secret`, warnings: [] };
+    }
+    if (healthWarning !== undefined) warnings.push(healthWarning);
+    const tokenWarning = tokenCheckWarning(tokenCheck, checkUrl(edge.tunnelUrl), theEdge);
+    // An edge that does not answer /healthz has been reported already; its /check adds nothing.
+    if (tokenWarning !== undefined && !(tokenCheck.kind === "unreachable" && healthWarning !== undefined)) warnings.push(tokenWarning);
+  }
+  return { warnings };
+}
+
+/** The warning for a token check that neither accepted nor refused the token (the 401 is fatal, not a warning). */
+function tokenCheckWarning(check: TokenCheck, url: string, theEdge: string): string | undefined {
+  switch (check.kind) {
+    case "accepted":
+      return undefined;
+    case "refused":
+      return `${theEdge} refused the token check at ${url} (HTTP ${check.status}${check.message === "" ? "" : ` ${check.message}`}); connections will fail until the Worker is fixed`;
+    case "unknown":
+      return check.status === 404
+        ? `${theEdge} has no ${CHECK_PATH} (a release older than this agent), so the token was not checked; redeploy the Worker (npm run deploy)`
+        : `${theEdge} answered ${url} with HTTP ${check.status}, so the token was not checked; is --edge the edgesocks Worker?`;
+    case "unreachable":
+      return `${theEdge} is not answering ${url} (${check.cause}), so the token was not checked; connections will fail until it does`;
+  }
 }

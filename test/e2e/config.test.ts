@@ -4,7 +4,7 @@
 
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -113,6 +113,36 @@ describe("agent configuration through the real CLI", () => {
     const result = await curl(["--socks5-hostname", `127.0.0.1:${agent.port}`, `http://127.0.0.1:${origin.port}/`]);
     expect(result.exitCode).toBe(CURL_PROXY_HANDSHAKE_FAILED);
     await agent.waitForLog(/handshake refused: .*username\/password \(0x02\)/);
+  });
+
+  it("exits 1 with one line when the edge refuses the config file's tokenFile, without printing it", () => {
+    const wrongToken = "config-file-wrong-token-0123456789";
+    writeFileSync(join(tempDir, "wrong.token"), `${wrongToken}\n`, { mode: 0o600 });
+    const path = writeConfig("wrong-token.json", { listen: "127.0.0.1:0", edge: inject("edgeUrl"), tokenFile: "wrong.token" });
+    const { status, stdout, stderr } = runAgentCli(["--config", path]);
+    expect(status).toBe(1);
+    expect(stdout).toBe("");
+    expect(stderr).toBe("edgesocks: the edge refused the token (401 wrong token): check EDGESOCKS_TOKEN / --token-file against the Worker's secret\n");
+    expect(stderr).not.toContain(wrongToken);
+  });
+
+  it("warns once, naming the file and chmod 600, for a config file's tokenFile others can read", async () => {
+    const tokenPath = join(tempDir, "open.token");
+    writeFileSync(tokenPath, `${inject("edgeToken")}\n`);
+    chmodSync(tokenPath, 0o640);
+    const path = writeConfig("open-token.json", { listen: "127.0.0.1:0", edge: inject("edgeUrl"), tokenFile: "open.token" });
+    const openAgent = await startAgent(inject("edgeUrl"), "wrong-token-the-edge-refuses-0123456789", ["--config", path]);
+    try {
+      const line = await openAgent.waitForLog(/ is open to other users /);
+      expect(line.endsWith(` warn ${path}: tokenFile ${tokenPath} is open to other users (mode 0640): chmod 600 ${tokenPath}`)).toBe(true);
+      expect(openAgent.log().split("\n").filter((candidate) => candidate.includes("open to other users"))).toHaveLength(1);
+    } finally {
+      await openAgent.stop();
+    }
+  });
+
+  it("gives no permission warning for a tokenFile only its owner can read", () => {
+    expect(agent.log()).not.toContain("open to other users");
   });
 
   it("never writes the token or a password to its output or log", async () => {

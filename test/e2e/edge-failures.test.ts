@@ -10,6 +10,7 @@ import { startCurlTransfer, type CurlTransfer } from "./curl-transfer.ts";
 import { startDripOrigin, type DripOrigin } from "./drip-origin.ts";
 import { echo, startHttpOrigin, startTcpOrigin, type HttpOrigin, type Listening } from "./origins.ts";
 import { findWorkerdPids, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
+import { startOlderEdgeRelay, type OlderEdgeRelay } from "./older-edge-relay.ts";
 import { exchange, socketEnding } from "./raw-socket.ts";
 import { startRestartableEdge, type RestartableEdge } from "./restartable-edge.ts";
 import { socksConnect } from "./socks-client.ts";
@@ -30,11 +31,16 @@ async function echoRoundTrip(socket: Socket, text: string): Promise<string> {
 
 describe("an edge that refuses the token", () => {
   let agent: RunningAgent;
+  let relay: OlderEdgeRelay;
   beforeAll(async () => {
-    agent = await startAgent(inject("edgeUrl"), "not-the-edge-token-0123456789");
+    // The agent refuses to start when the edge refuses its token at GET /check; an edge older
+    // than /check (or one whose secret changed since) still refuses the tunnels themselves.
+    relay = await startOlderEdgeRelay(inject("edgeUrl"));
+    agent = await startAgent(relay.url, "not-the-edge-token-0123456789");
   });
   afterAll(async () => {
     await agent?.stop();
+    await relay?.close();
   });
 
   it("gets the client a general-failure reply and logs the edge's 401", async () => {

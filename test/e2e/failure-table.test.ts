@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { runCurl } from "./curl-run.ts";
 import { echo, startTcpOrigin, type Listening } from "./origins.ts";
 import { findWorkerdPids, startAgent, startEdge, type RunningAgent, type RunningEdge } from "./processes.ts";
+import { startOlderEdgeRelay, type OlderEdgeRelay } from "./older-edge-relay.ts";
 import { exchange, socketEnding } from "./raw-socket.ts";
 
 const WRONG_TOKEN = "not-the-edge-token-0123456789";
@@ -51,11 +52,16 @@ function echoRoundTrip(socket: Socket, text: string): Promise<string> {
 
 describe("an edge that refuses the token, seen by SOCKS4 and HTTP clients", () => {
   let agent: RunningAgent;
+  let relay: OlderEdgeRelay;
   beforeAll(async () => {
-    agent = await startAgent(inject("edgeUrl"), WRONG_TOKEN);
+    // The agent refuses to start when the edge refuses its token at GET /check; an edge older
+    // than /check (or one whose secret changed since) still refuses the tunnels themselves.
+    relay = await startOlderEdgeRelay(inject("edgeUrl"));
+    agent = await startAgent(relay.url, WRONG_TOKEN);
   });
   afterAll(async () => {
     await agent?.stop();
+    await relay?.close();
   });
 
   it("answers SOCKS4 with 0x5B", async () => {

@@ -85,7 +85,7 @@ describe("--user", () => {
 
   it("refuses a password given as a separate argument without printing it", () => {
     expect(errorFor([...EDGE, "--user", "alice", SECRET], { ...ENV, EDGESOCKS_PASSWORD_ALICE: "x" })).toBe(
-      "argument 5 is not an option; this command takes only options (--user takes NAME:PASS as one argument)",
+      "unexpected argument 5, not shown since it follows --user and may be a password; --user takes NAME:PASS as one argument",
     );
   });
 

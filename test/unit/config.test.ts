@@ -176,12 +176,12 @@ describe("parseAgentCommand", () => {
   });
 
   it.each([
-    [["--bogus"], /Unknown option '--bogus'/],
-    [["--edge"], /argument missing/],
-    [[...EDGE, "extra"], /^argument 3 is not an option; this command takes only options/],
-    [["--edge", "--listen"], /ambiguous/],
-    [["--help", "--bogus"], /Unknown option/],
-  ])("refuses argv %j with the first line of the parser's message", (argv, pattern) => {
+    [["--bogus"], /^unknown option --bogus; see edgesocks --help$/],
+    [["--edge"], /^--edge needs a value: --edge URL; /],
+    [[...EDGE, "extra"], /^unexpected argument "extra"; this command takes only options/],
+    [["--edge", "--listen"], /^--edge needs a value: --edge URL, not the option --listen; /],
+    [["--help", "--bogus"], /^unknown option --bogus/],
+  ])("refuses argv %j with one line naming the flag or argument", (argv, pattern) => {
     expect(configError(() => parseAgentCommand(argv, ENV)).message).toMatch(pattern);
   });
 

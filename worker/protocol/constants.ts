@@ -70,6 +70,11 @@ export const REUSED_MAX_IDLE_MS = 7_000;
  * over UDP ASSOCIATE, and the edge answers it through a DNS-over-HTTPS resolver (RFC 8484).
  */
 export const DNS_PATH = "/dns";
+/**
+ * Path of the token check on the Worker: GET with the bearer token answers 204 when the edge
+ * accepts it and opens nothing, so the agent proves its token at start (one Worker request).
+ */
+export const CHECK_PATH = "/check";
 /** Media type of a DNS message in an HTTP body, both ways (RFC 8484 section 6). */
 export const DNS_MESSAGE_TYPE = "application/dns-message";
 /** Largest DNS message: TCP frames one with a 16-bit length (RFC 1035 section 4.2.2), and DoH keeps that bound. */
