@@ -4,7 +4,9 @@
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { OverCapacity } from "./front/capacity.ts";
 import type { AgentConfig } from "./config/config.ts";
-import { startTunnelPool } from "./tunnel/dialer.ts";
+import { startEdgeSet } from "./tunnel/dialer.ts";
+import type { EdgeSet } from "./tunnel/edge-set.ts";
+import { statusFor } from "./status/agent-status.ts";
 import type { Logger } from "./log.ts";
 import { serveClient } from "./front/front-door.ts";
 import { createHttpFront } from "./front/http-front.ts";
@@ -24,6 +26,8 @@ export type RunningAgent = {
   abort(): void;
   /** Client connections open now. */
   readonly openConnections: number;
+  /** The edges and their pools: EdgeSet.status() is each edge's health, load and spares. */
+  readonly edges: EdgeSet;
 };
 
 /** How often a drain closes HTTP keep-alive connections that went idle after their last answer. */
@@ -60,7 +64,8 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     server.listen({ host: config.listenHost, port: config.listenPort }, () => resolve());
   });
   server.on("error", (error) => log.error(`listener: ${error.message}`));
-  const pool = startTunnelPool(config, log);
+  const edges = startEdgeSet(config, log);
+  statusFor(config).useSources({ edgeStatuses: () => edges.status() });
 
   let drain: Promise<DrainResult> | undefined;
   let resetRest = () => {};
@@ -69,6 +74,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
     get openConnections() {
       return clients.size;
     },
+    edges,
     close(deadlineMs = 0) {
       drain ??= new Promise<DrainResult>((resolve) => {
         const openAtStart = clients.size;
@@ -76,7 +82,7 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Runn
         // Refusals in progress end now (reset), and the count not yet logged is written.
         overCapacity.close();
         // No new spares: a stream that still opens during the drain takes a tunnel of its own.
-        pool.close();
+        edges.close();
         http.close();
         const sweep = setInterval(() => http.closeIdle(), IDLE_SWEEP_MS);
         const finish = (reset: number) => {

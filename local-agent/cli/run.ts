@@ -69,7 +69,8 @@ export async function runAgentCommand(argv: string[]): Promise<void> {
   if (droppedLines > 0) log.warn(`${droppedLines} more log lines written during the start-up check were dropped`);
   const { address, port } = agent.address;
   const socksAddress = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
-  process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> edge ${config.edgeLabel}\n`);
+  const edgeList = config.edges.length === 1 ? `edge ${config.edgeLabel}` : `edges ${config.edges.map((edge) => edge.edgeLabel).join(", ")}`;
+  process.stdout.write(`edgesocks: SOCKS5, SOCKS4 and HTTP proxy on ${socksAddress} -> ${edgeList}\n`);
   let stoppingSince: number | undefined;
   const stop = (signal: string) => {
     if (stoppingSince !== undefined) {

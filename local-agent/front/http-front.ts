@@ -1,7 +1,8 @@
-// HTTP on the agent's port: an HTTP proxy (CONNECT tunnels and absolute-form http:// requests)
-// and the PAC file at /proxy.pac. One node:http Server that never listens: the front door hands
-// it each client whose first byte starts an HTTP method, and Node's parser does the rest
-// (keep-alive, chunked bodies, header limits).
+// HTTP on the agent's port: an HTTP proxy (CONNECT tunnels and absolute-form http:// requests),
+// the PAC file at /proxy.pac, and the status (/status, /status.json, /metrics: status/). One
+// node:http Server that never listens: the front door hands it each client whose first byte
+// starts an HTTP method, and Node's parser does the rest (keep-alive, chunked bodies, header
+// limits).
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
@@ -25,6 +26,7 @@ import type { Logger } from "../log.ts";
 import { PAC_CONTENT_TYPE, PAC_PATH, generatePac, pacProxyAddress } from "./pac.ts";
 import { STATUS_NAMES, resetConnection, type OpenAnswer } from "../tunnel/stream-request.ts";
 import { checkCredentials } from "../config/users.ts";
+import { isStatusPath, serveStatus } from "../status/status-routes.ts";
 
 export type HttpFront = {
   /**
@@ -148,6 +150,10 @@ export function createHttpFront(config: AgentConfig, log: Logger): HttpFront {
       // Origin form: a request to the agent itself, not one to forward.
       if ((method === "GET" || method === "HEAD") && target.split("?")[0] === PAC_PATH) {
         servePac(request, response, config, log, label);
+        return;
+      }
+      if (isStatusPath(target)) {
+        serveStatus(request, response, config, log, label);
         return;
       }
       refuse(400, `this is a proxy: it serves ${PAC_PATH}, CONNECT, and absolute http:// URLs`);

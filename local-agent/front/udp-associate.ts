@@ -6,7 +6,8 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from "node:dgram";
 import { isIP, type Socket } from "node:net";
 import type { AgentConfig } from "../config/config.ts";
-import { dnsUrl, queryDnsOverEdge } from "../tunnel/edge-dns.ts";
+import { edgeSetOf } from "../tunnel/dialer.ts";
+import { dnsUrl, queryDnsOverEdge, type DnsOutcome } from "../tunnel/edge-dns.ts";
 import type { Logger } from "../log.ts";
 import { Reply, encodeBoundReply, encodeReply } from "./socks5.ts";
 import { STANDALONE_FRAGMENT, UdpHeaderError, encodeUdpDatagram, parseUdpDatagram } from "./socks5-udp.ts";
@@ -133,7 +134,7 @@ class UdpAssociation {
       return;
     }
     this.#inFlight++;
-    void queryDnsOverEdge(this.#dnsUrl, this.#config.token, payload, this.#queries.signal).then((outcome) => {
+    void this.#askEdges(payload).then((outcome) => {
       this.#inFlight--;
       if (this.#closed) return;
       if ("failure" in outcome) {
@@ -146,6 +147,25 @@ class UdpAssociation {
         else this.#counts.answered++;
       });
     });
+  }
+
+  /**
+   * Asks the edges for `query`, best first (EdgeSet.inOrder: healthy, least loaded), until one
+   * answers: a query is idempotent, so one edge's failure costs only a request to the next. An
+   * edge nothing answers at counts as failing (its pool's backoff). A query out of time, or an
+   * association closed, goes no further.
+   */
+  async #askEdges(query: Uint8Array): Promise<DnsOutcome> {
+    const edges = edgeSetOf(this.#config)?.inOrder();
+    if (!edges) return queryDnsOverEdge(this.#dnsUrl, this.#config.token, query, this.#queries.signal);
+    let outcome: DnsOutcome = { failure: "no edge", kind: "unreachable" };
+    for (const edge of edges) {
+      outcome = await queryDnsOverEdge(dnsUrl(edge.tunnelUrl), this.#config.token, query, this.#queries.signal);
+      if ("answer" in outcome) return outcome;
+      if (outcome.kind === "unreachable") edge.pool.noteFailure(outcome.failure, "unreachable", "a DNS query failed");
+      if (outcome.kind === "timeout" || outcome.kind === "aborted") return outcome;
+    }
+    return outcome;
   }
 
   /** Counts a dropped datagram and logs its reason the first time it occurs. */

@@ -1,15 +1,19 @@
 // One proxied connection in the agent, from the SOCKS request on: opens the stream on a warm or
-// a new tunnel (stream-open.ts), answers the client, relays the edge's frames and hands the
-// client's bytes to its UploadSender, and ends exactly once.
+// a new tunnel (stream-open.ts) of the edge its attempts choose (open-attempts.ts, trying a failed
+// open again on another before the client hears of it), answers the client, relays the edge's
+// frames and hands the client's bytes to its UploadSender, and ends exactly once.
 
 import WebSocket from "ws";
 import { verdictsFor } from "./cloudflare-verdicts.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { startDirectStream } from "./direct-stream.ts";
 import { missedPong } from "./edge-socket.ts";
+import type { EdgeSet } from "./edge-set.ts";
 import { trackStream, type StreamHold } from "./held-bytes.ts";
 import { formatBytes, type Logger } from "../log.ts";
 import { STATUS_NAMES, resetConnection, type ClientConnection, type OpenAnswer, type StreamRequest } from "./stream-request.ts";
+import { noteEdge } from "../status/connection-meter.ts";
+import { OpenAttempts, mayRetry, neverConnected, type Attempt, type TunnelFailure } from "./open-attempts.ts";
 import { sendOpen } from "./stream-open.ts";
 import { isStaleFrame, type TunnelPool } from "./tunnel-pool.ts";
 import { UploadSender } from "./upload-sender.ts";
@@ -47,15 +51,28 @@ export class AgentStream {
   readonly #config: AgentConfig;
   readonly #log: Logger;
   readonly #onClosed: () => void;
-  readonly #label: string;
+  /** "client -> destination", for log lines; #label adds the edge. */
+  readonly #route: string;
   readonly #startedAtMs = Date.now();
   readonly #receive: ReceiveWindow;
   readonly #upload: UploadSender;
   #phase: Phase = "opening";
   readonly #untrack: () => void;
   #edge: WebSocket | undefined;
-  /** Where the tunnel goes back once the stream is over, for the next stream. */
+  /** Where the tunnel goes back once the stream is over, for the next stream: its edge's pool. */
   #pool: TunnelPool | undefined;
+  /** The running agent's edges, given to start(). */
+  #edges: EdgeSet | undefined;
+  /** Set by start(): which edge each attempt goes to. */
+  #attempts: OpenAttempts | undefined;
+  /** Numbers the attempts: a callback of one that was given up on is ignored. */
+  #attemptNumber = 0;
+  /** The tunnel came from the pool (its OPEN left as its first frame), rather than being opened for this attempt. */
+  #tunnelWarm = false;
+  /** A new tunnel's upgrade was answered with 101: its request reached the edge. */
+  #upgraded = false;
+  /** The error code (ECONNREFUSED, ...) the tunnel failed with, if any. */
+  #edgeErrorCode: string | undefined;
   /** The tunnel carried streams before this one: leftovers of the last may arrive before our OPENED. */
   #tunnelReused = false;
   /** This stream's listeners on the tunnel, removed when the tunnel goes back to the pool. */
@@ -91,7 +108,7 @@ export class AgentStream {
         nowMs: () => performance.now(),
       },
     });
-    this.#label = `${request.clientLabel} -> ${formatDestination(request.destination)} via edge`;
+    this.#route = `${request.clientLabel} -> ${formatDestination(request.destination)}`;
     this.#upload = new UploadSender(request.client, {
       budget: agentBudget(config),
       earlyBytes: request.earlyBytes,
@@ -106,12 +123,20 @@ export class AgentStream {
     return { downloadHeldBytes: this.#receive.heldBytes, uploadHeldBytes: this.#upload.pendingBytes };
   }
 
+  /** "client -> destination via edge", naming the edge when there are several. */
+  get #label(): string {
+    const edge = this.#attempts?.current;
+    return `${this.#route} via ${edge && this.#edges?.isSeveral ? `edge ${edge.edgeLabel}` : "edge"}`;
+  }
+
   /**
-   * Sends OPEN on a warm tunnel from `pool`, or on a new one whose upgrade carries it; everything
-   * after is driven by events. With zeroRtt the client is answered first, before the edge dials.
+   * Sends OPEN on a warm tunnel from the chosen edge's pool, or on a new one whose upgrade carries
+   * it; everything after is driven by events. With zeroRtt the client is answered first, before the
+   * edge dials. Without `edges` (no running agent), one new tunnel to the first edge.
    */
-  start(pool?: TunnelPool): void {
-    this.#pool = pool;
+  start(edges?: EdgeSet): void {
+    this.#edges = edges;
+    this.#attempts = new OpenAttempts(this.#config, edges);
     const client = this.#client;
     client.pause(); // no upload until the edge grants a window (or, with zeroRtt, an early budget)
     this.#onClient("data", (chunk: Buffer) => this.#upload.received(chunk));
@@ -124,13 +149,7 @@ export class AgentStream {
     this.#onClient("close", () => this.#onClientClosed());
     if (this.#config.zeroRtt) this.#answerSuccess();
 
-    sendOpen(pool, {
-      config: this.#config,
-      destination: this.#destination,
-      upload: this.#upload,
-      onTunnel: (edge) => this.#attach(edge),
-      onRefused: (status, explanation) => this.#failOpen(StreamStatus.GeneralFailure, `edge refused the tunnel: HTTP ${status} ${explanation}`, "warn"),
-    });
+    this.#launch(this.#attempts.next() as Attempt);
     this.#openTimer = setTimeout(
       () => this.#failOpen(StreamStatus.Timeout, `edge did not answer the open within ${this.#config.openTimeoutMs} ms`, "info"),
       this.#config.openTimeoutMs,
@@ -138,18 +157,80 @@ export class AgentStream {
     this.#upload.flush();
   }
 
+  /** Sends the OPEN of `attempt` on its edge. */
+  #launch(attempt: Attempt): void {
+    // The status page shows the edge each attempt goes to (several edges: the chosen one).
+    if (attempt.edge) noteEdge(this.#client, attempt.edge.edgeLabel);
+    const number = ++this.#attemptNumber;
+    this.#pool = attempt.edge?.pool;
+    sendOpen(attempt.route, {
+      config: this.#config,
+      destination: this.#destination,
+      upload: this.#upload,
+      onTunnel: (edge, warm) => {
+        this.#attempts?.tunnelIs(warm);
+        this.#attach(edge, warm);
+      },
+      onRefused: (status, explanation) => {
+        if (number !== this.#attemptNumber) return;
+        // The edge refuses before it dials (worker/tunnel/tunnel-endpoint.ts): nothing reached the destination.
+        this.#tunnelFailed({ cause: `edge refused the tunnel: HTTP ${status} ${explanation}`, kind: "answered", mayHaveReachedDestination: false }, "warn");
+      },
+    });
+  }
+
+  /**
+   * The attempt's tunnel failed before OPENED, for the edge's sake: the edge's pool hears of it
+   * (its backoff), and the open goes on to the next attempt when one is left and mayRetry allows;
+   * else the client gets its answer.
+   */
+  #tunnelFailed(failure: TunnelFailure, level: "info" | "warn"): void {
+    if (this.#phase !== "opening") return;
+    this.#pool?.noteFailure(failure.cause, failure.kind);
+    const attempts = this.#attempts as OpenAttempts;
+    const next = mayRetry(failure, this.#upload.sentBeforeOpenedBytes) ? attempts.retry(this.#tunnelWarm) : undefined;
+    if (!next) {
+      this.#failOpen(StreamStatus.GeneralFailure, failure.cause, level);
+      return;
+    }
+    this.#abandonTunnel();
+    this.#upload.rewind();
+    this.#log.debug(`${this.#route}: ${failure.cause}; trying again on ${next.edge && this.#edges?.isSeveral ? `edge ${next.edge.edgeLabel}` : "the edge"}${next.route.pool ? "" : " with a new tunnel"}`);
+    this.#launch(next);
+    this.#upload.flush();
+  }
+
+  /** Lets go of a tunnel given up on before OPENED: this stream's listeners off, the socket ended. */
+  #abandonTunnel(): void {
+    const edge = this.#edge;
+    if (!edge) return;
+    for (const [event, listener] of this.#edgeListeners.splice(0)) edge.off(event, listener as (...args: unknown[]) => void);
+    // Ending a socket that is still connecting emits an error; nobody is left to care.
+    edge.on("error", () => {});
+    if (edge.readyState === WebSocket.CONNECTING || edge.readyState === WebSocket.OPEN) edge.terminate();
+    this.#edge = undefined;
+  }
+
   #onClient<Args extends never[]>(event: string, listener: (...args: Args) => void): void {
     this.#client.on(event, listener as (...args: unknown[]) => void);
     this.#clientListeners.push([event, listener as (...args: never[]) => void]);
   }
 
-  /** Makes `edge` this stream's tunnel. */
-  #attach(edge: WebSocket): void {
+  /** Makes `edge` this stream's tunnel (`warm`: from the pool). */
+  #attach(edge: WebSocket, warm: boolean): void {
     this.#edge = edge;
+    this.#tunnelWarm = warm;
+    this.#upgraded = false;
+    this.#edgeError = undefined;
+    this.#edgeErrorCode = undefined;
     this.#tunnelReused = (this.#pool?.streamsCarriedBefore(edge) ?? 0) > 0;
     this.#upload.useTunnel(edge);
     this.#onEdge(edge, "message", (data: Buffer, isBinary: boolean) => this.#onEdgeMessage(data, isBinary));
-    this.#onEdge(edge, "error", (error: Error) => (this.#edgeError = error.message));
+    if (!warm) this.#onEdge(edge, "upgrade", () => (this.#upgraded = true));
+    this.#onEdge(edge, "error", (error: NodeJS.ErrnoException) => {
+      this.#edgeError = error.message;
+      this.#edgeErrorCode = error.code;
+    });
     this.#onEdge(edge, "close", (code: number, reason: Buffer) => this.#onEdgeClosed(code, reason.toString("utf8")));
   }
 
@@ -202,6 +283,8 @@ export class AgentStream {
     switch (frame.type) {
       case FrameType.Opened:
         if (this.#phase !== "opening") throw new ProtocolError(CloseCode.UnexpectedFrame, "second OPENED");
+        // Whatever the status, the edge answered: it is well (an edge failing since one of its tunnels did rejoins).
+        this.#pool?.noteAnswered();
         if (frame.status === StreamStatus.OnCloudflare) {
           this.#onCloudflare(frame.windowBytes, frame.reason);
           return;
@@ -267,6 +350,7 @@ export class AgentStream {
     if (this.#config.onCloudflare === "direct") {
       verdicts.remember(host, verdictSeconds);
       this.#phase = "closed";
+      this.#attempts?.done();
       this.#untrack(); // the direct stream takes the client over
       clearTimeout(this.#openTimer);
       for (const [event, listener] of this.#clientListeners) this.#client.off(event, listener as (...args: unknown[]) => void);
@@ -332,7 +416,10 @@ export class AgentStream {
       ? "edge stopped answering pings"
       : `edge closed the tunnel (${code}${reason ? ` ${reason}` : ""}${this.#edgeError ? `: ${this.#edgeError}` : ""})${whyTunnelEnded(code)}`;
     if (this.#phase === "opening") {
-      this.#failOpen(StreamStatus.GeneralFailure, cause, "warn");
+      // Before a new tunnel's 101 with a connect that never completed, no request left; else the OPEN may have reached the edge.
+      const reachedEdge = this.#tunnelWarm || this.#upgraded || !neverConnected(this.#edgeErrorCode);
+      const answered = (this.#tunnelWarm || this.#upgraded) && code !== 1006;
+      this.#tunnelFailed({ cause, kind: answered ? "answered" : "unreachable", mayHaveReachedDestination: reachedEdge }, "warn");
       return;
     }
     if (this.#upload.hasSentEnd && this.#receivedEnd) return; // only the client's last writes remain; 'finish' ends it
@@ -409,7 +496,9 @@ export class AgentStream {
     this.#upload.close();
     this.#receive.close();
     const seconds = ((Date.now() - this.#startedAtMs) / 1000).toFixed(2);
-    this.#log[level](`${this.#label} up=${formatBytes(this.#upload.uploadedBytes)} down=${formatBytes(this.#downloadedBytes)} ${seconds}s ${result}`);
+    const label = `${this.#label}${this.#attempts?.describeFailures() ?? ""}`;
+    this.#attempts?.done();
+    this.#log[level](`${label} up=${formatBytes(this.#upload.uploadedBytes)} down=${formatBytes(this.#downloadedBytes)} ${seconds}s ${result}`);
     this.#onClosed();
   }
 }

@@ -4,24 +4,31 @@ import { AgentStream } from "./agent-stream.ts";
 import { verdictsFor } from "./cloudflare-verdicts.ts";
 import type { AgentConfig } from "../config/config.ts";
 import { startDirectStream } from "./direct-stream.ts";
+import { EdgeSet } from "./edge-set.ts";
 import type { Logger } from "../log.ts";
 import { Route, matchRule } from "../config/routing.ts";
+import { meterConnection } from "../status/connection-meter.ts";
 import type { StreamRequest } from "./stream-request.ts";
-import { TunnelPool } from "./tunnel-pool.ts";
 import { StreamStatus, encodeAddress, formatDestination, type Destination } from "../../worker/protocol/index.ts";
 
 /**
- * The warm pool of each running agent, found by its config: every front door already carries
- * the config to openStream, so the pool needs no parameter of its own through each of them.
+ * The edges (each with its warm pool) of each running agent, found by its config: every front
+ * door already carries the config to openStream, so they need no parameter of their own through
+ * each of them.
  */
-const pools = new WeakMap<AgentConfig, TunnelPool>();
+const edgeSets = new WeakMap<AgentConfig, EdgeSet>();
 
-/** Starts the warm pool of the agent running with `config`; its edge streams take their tunnels from it. */
-export function startTunnelPool(config: AgentConfig, log: Logger): TunnelPool {
-  const pool = new TunnelPool(config, log);
-  pools.set(config, pool);
-  pool.start();
-  return pool;
+/** Starts the edges of the agent running with `config`: their pools fill, and its edge streams open on them. */
+export function startEdgeSet(config: AgentConfig, log: Logger): EdgeSet {
+  const edges = new EdgeSet(config, log);
+  edgeSets.set(config, edges);
+  edges.start();
+  return edges;
+}
+
+/** The edges of the agent running with `config` (undefined before startEdgeSet): for DNS over the edge and the status page. */
+export function edgeSetOf(config: AgentConfig): EdgeSet | undefined {
+  return edgeSets.get(config);
 }
 
 /** Opens `request.destination` on the route its first matching rule names (edge when none does). */
@@ -35,6 +42,7 @@ export function openStream(request: StreamRequest, config: AgentConfig, log: Log
   }
   const rule = matchRule(request.destination, config.rules);
   const route = rule?.route ?? Route.Edge;
+  request = meterConnection(request, config, route);
   if (route === Route.Block) {
     refuse(request, StreamStatus.NotAllowed, "block", `blocked by rule ${rule?.text ?? ""}`, log);
     return;
@@ -49,7 +57,7 @@ export function openStream(request: StreamRequest, config: AgentConfig, log: Log
     startDirectStream(request, config, log, { why: "on Cloudflare's network, remembered: --on-cloudflare direct", answered: false, clientEnded: false });
     return;
   }
-  new AgentStream(request, config, log).start(pools.get(config));
+  new AgentStream(request, config, log).start(edgeSets.get(config));
 }
 
 /** Answers the client with `status` in its protocol, closes it, and ends the stream. */

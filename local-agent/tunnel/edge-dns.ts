@@ -4,6 +4,7 @@
 
 import { DNS_MESSAGE_TYPE, DNS_PATH, MAX_DNS_MESSAGE_BYTES, TUNNEL_PATH } from "../../worker/protocol/index.ts";
 import { readAtMost } from "../../worker/dial/bounded-body.ts";
+import { countWorkerRequest } from "../status/worker-requests.ts";
 
 /**
  * How long the edge has to answer one query. Longer than the edge's own 5 s resolver timeout,
@@ -19,7 +20,13 @@ export function dnsUrl(tunnelUrl: string): string {
   return url.toString();
 }
 
-export type DnsOutcome = { answer: Uint8Array } | { failure: string };
+/**
+ * Why a query has no answer: the edge answered with an HTTP status, or nothing answered (no
+ * connection, or one that failed), or the query ran out of time, or the association closed.
+ */
+export type DnsFailureKind = "answered" | "unreachable" | "timeout" | "aborted";
+
+export type DnsOutcome = { answer: Uint8Array } | { failure: string; kind: DnsFailureKind };
 
 /**
  * Sends `query` to the edge and resolves with the answer, or with a one-line reason there is
@@ -36,26 +43,27 @@ export async function queryDnsOverEdge(url: string, token: string, query: Uint8A
       signal: AbortSignal.any([signal, AbortSignal.timeout(DNS_QUERY_TIMEOUT_MS)]),
     });
   } catch (error) {
-    return { failure: describeFetchError(error) };
+    return fetchFailure(error);
   }
+  countWorkerRequest(url);
   try {
     // Neither body is read past what a DNS message can be: an edge (or whatever answers at its
     // address) that streams without end costs the query, not the agent's memory.
     const body = await readAtMost(response, MAX_DNS_MESSAGE_BYTES);
     if (response.status !== 200) {
       const line = body === "too large" ? "" : (new TextDecoder().decode(body).split("\n")[0]?.slice(0, 300) ?? "");
-      return { failure: `edge answered HTTP ${response.status} ${line}`.trimEnd() };
+      return { failure: `edge answered HTTP ${response.status} ${line}`.trimEnd(), kind: "answered" };
     }
-    if (body === "too large") return { failure: `edge's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes` };
+    if (body === "too large") return { failure: `edge's answer is over ${MAX_DNS_MESSAGE_BYTES} bytes`, kind: "answered" };
     return { answer: body };
   } catch (error) {
-    return { failure: describeFetchError(error) };
+    return fetchFailure(error);
   }
 }
 
-function describeFetchError(error: unknown): string {
-  if (error instanceof Error && error.name === "TimeoutError") return `edge did not answer within ${DNS_QUERY_TIMEOUT_MS} ms`;
-  if (error instanceof Error && error.name === "AbortError") return "association closed";
+function fetchFailure(error: unknown): { failure: string; kind: DnsFailureKind } {
+  if (error instanceof Error && error.name === "TimeoutError") return { failure: `edge did not answer within ${DNS_QUERY_TIMEOUT_MS} ms`, kind: "timeout" };
+  if (error instanceof Error && error.name === "AbortError") return { failure: "association closed", kind: "aborted" };
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
-  return `edge unreachable: ${cause}`;
+  return { failure: `edge unreachable: ${cause}`, kind: "unreachable" };
 }

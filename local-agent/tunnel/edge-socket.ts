@@ -4,6 +4,10 @@ import WebSocket from "ws";
 import type { AgentConfig } from "../config/config.ts";
 import { MAX_FRAME_BYTES, SUBPROTOCOLS } from "../../worker/protocol/index.ts";
 import { maskGeneratorFor } from "./frame-mask.ts";
+import { countWorkerRequest } from "../status/worker-requests.ts";
+
+/** Which edge a tunnel goes to, and how long its upgrade may take: the first edge and --open-timeout-ms unless given. */
+export type EdgeSocketTarget = { tunnelUrl?: string; handshakeTimeoutMs?: number };
 
 /**
  * A WebSocket to the edge's tunnel endpoint, authenticated with the bearer token, offering every
@@ -15,16 +19,18 @@ import { maskGeneratorFor } from "./frame-mask.ts";
  * dependency `bufferutil` when it loads (its prebuilt binary needs no install script); its
  * JavaScript fallback, a byte-at-a-time loop, was ~40% of the agent's upload CPU (measured).
  */
-export function openEdgeSocket(config: AgentConfig, upgradeHeaders: Record<string, string> = {}): WebSocket {
-  const socket = new WebSocket(config.tunnelUrl, [...SUBPROTOCOLS], {
+export function openEdgeSocket(config: AgentConfig, upgradeHeaders: Record<string, string> = {}, target: EdgeSocketTarget = {}): WebSocket {
+  const tunnelUrl = target.tunnelUrl ?? config.tunnelUrl;
+  const socket = new WebSocket(tunnelUrl, [...SUBPROTOCOLS], {
     headers: { ...upgradeHeaders, Authorization: `Bearer ${config.token}` },
     perMessageDeflate: false,
     maxPayload: MAX_FRAME_BYTES,
-    handshakeTimeout: config.openTimeoutMs,
+    handshakeTimeout: target.handshakeTimeoutMs ?? config.openTimeoutMs,
     followRedirects: false,
-    generateMask: maskGeneratorFor(config.tunnelUrl),
+    generateMask: maskGeneratorFor(tunnelUrl),
   });
   socket.binaryType = "nodebuffer";
+  socket.once("upgrade", () => countWorkerRequest(tunnelUrl));
   keepAlive(socket, config.pingIntervalMs);
   return socket;
 }
@@ -38,6 +44,7 @@ const MAX_REFUSAL_BODY_BYTES = 300;
  */
 export function whenRefused(socket: WebSocket, onRefused: (status: number, explanation: string) => void): void {
   socket.on("unexpected-response", (request, response) => {
+    countWorkerRequest(socket.url);
     const status = response.statusCode ?? 0;
     const chunks: Buffer[] = [];
     let keptBytes = 0;

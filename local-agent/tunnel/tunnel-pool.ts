@@ -18,6 +18,12 @@
 // sent its last stream before it heard that stream was over: those are dropped, never read as
 // the next stream's. While no client has connected for IDLE_SHRINK_MS the pool lets its spares
 // lapse instead of renewing them, and refills on the next connection.
+//
+// The pool is also its edge's health (edge-set.ts): failing from the first failed attempt (a
+// spare's, or a connection's tunnel that failed before OPENED: noteFailure) until a spare has
+// lived minHealthyLifetimeMs or the edge answers a connection's OPEN (noteAnswered). The retry
+// wait is the edge's backoff; one of several edges, when its wait is over and no spare is missing
+// (the pool is full, or --pool-size 0), gets one tunnel attempt anyway: its probe.
 
 import WebSocket from "ws";
 import type { AgentConfig } from "../config/config.ts";
@@ -126,8 +132,26 @@ export type PoolTimings = {
   refillDelayMs?: number;
 };
 
-/** How a spare failed: the edge answered (each attempt a Worker request), or nothing answered. */
-type FailureKind = "answered" | "unreachable";
+/** How a tunnel failed: the edge answered (each attempt a Worker request), or nothing answered. */
+export type FailureKind = "answered" | "unreachable";
+
+/** The edge a pool's tunnels go to, and how its log lines name it. */
+export type PoolEdge = {
+  tunnelUrl: string;
+  edgeLabel: string;
+  /** Other edges take new connections while this one fails (--edge given more than once): its lines name it and say so. */
+  hasAlternatives: boolean;
+};
+
+/** What the pool knows of its edge's health. */
+export type PoolHealth = {
+  /** No failure since the last spare that lived minHealthyLifetimeMs or the last OPEN the edge answered. */
+  healthy: boolean;
+  /** Failed attempts in a row (spares, and connections' tunnels, that failed together count once). */
+  consecutiveFailures: number;
+  /** Date.now() of the next attempt, while the pool waits out its backoff. */
+  nextRetryAtMs: number | undefined;
+};
 
 const DEFAULT_TIMINGS: PoolTimings = {
   maxIdleMs: POOLED_MAX_IDLE_MS,
@@ -140,6 +164,9 @@ export class TunnelPool {
   readonly #config: AgentConfig;
   readonly #log: Logger;
   readonly #timings: Required<PoolTimings>;
+  readonly #edge: PoolEdge;
+  /** How the log lines name the pool: "warm pool" for the one edge, the edge itself for one of several. */
+  readonly #name: string;
   readonly #ready: Spare[] = [];
   /** Spares whose upgrade is under way. */
   #connecting = new Set<WebSocket>();
@@ -147,6 +174,8 @@ export class TunnelPool {
   /** Date.now() of the first failure of the current run of failures, for the recovery line. */
   #failingSinceMs = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Date.now() at which #retryTimer fires. */
+  #retryAtMs: number | undefined;
   /** The refill a take() asked for, once the taking stream's open is past. */
   #refillTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
@@ -157,9 +186,11 @@ export class TunnelPool {
   /** Streams each tunnel out of the pool has carried before the one it carries now. */
   readonly #carried = new WeakMap<WebSocket, number>();
 
-  constructor(config: AgentConfig, log: Logger, timings: PoolTimings = DEFAULT_TIMINGS) {
+  constructor(config: AgentConfig, log: Logger, timings: PoolTimings = DEFAULT_TIMINGS, edge?: PoolEdge) {
     this.#config = config;
     this.#log = log;
+    this.#edge = edge ?? { tunnelUrl: config.tunnelUrl, edgeLabel: config.edgeLabel, hasAlternatives: false };
+    this.#name = this.#edge.hasAlternatives ? `edge ${this.#edge.edgeLabel}` : "warm pool";
     this.#timings = {
       reusedMaxIdleMs: REUSED_MAX_IDLE_MS,
       idleShrinkMs: IDLE_SHRINK_MS,
@@ -174,9 +205,54 @@ export class TunnelPool {
     return this.#ready.length;
   }
 
+  /** The edge this pool's tunnels go to. */
+  get edge(): PoolEdge {
+    return this.#edge;
+  }
+
+  /** The edge's health as this pool has seen it. */
+  get health(): PoolHealth {
+    return { healthy: this.#failuresInARow === 0, consecutiveFailures: this.#failuresInARow, nextRetryAtMs: this.#retryAtMs };
+  }
+
   /** Opens spares up to the pool size. */
   start(): void {
     this.#fill();
+  }
+
+  /**
+   * A client connection has started, on this edge or another: the pool does not shrink for want
+   * of clients, refills if it had, and a failing edge with no attempt under way is probed.
+   */
+  noteClient(): void {
+    this.#lastTakeMs = Date.now();
+    if (this.#idle) {
+      this.#idle = false;
+      this.#fill();
+    }
+    this.#probeIfFailing();
+  }
+
+  /**
+   * A connection's tunnel to this edge failed before OPENED, for the edge's sake (refused,
+   * unreachable, closed): a failure like a spare's, counted once with those it fails together with.
+   */
+  noteFailure(cause: string, kind: FailureKind, what = "a connection's tunnel failed"): void {
+    this.#failed(cause, kind, what);
+  }
+
+  /**
+   * The edge answered a connection's OPEN (with any status): it is back, so the pool refills now
+   * rather than after its wait, and it is well. Only the one edge's pool, when it has spares to
+   * reopen, waits for one to live before it says so, as it always has: nothing waits on the verdict.
+   */
+  noteAnswered(): void {
+    if (this.#failuresInARow === 0) return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    this.#retryAtMs = undefined;
+    this.#fill();
+    if (this.#edge.hasAlternatives || this.#connecting.size === 0) this.#healthy("connections open");
   }
 
   /**
@@ -260,6 +336,7 @@ export class TunnelPool {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
+    this.#retryAtMs = undefined;
     clearTimeout(this.#refillTimer);
     for (const spare of this.#ready.splice(0)) {
       clearTimeout(spare.retireTimer);
@@ -276,8 +353,21 @@ export class TunnelPool {
     while (this.#ready.length + this.#connecting.size < this.#config.poolSize) this.#openSpare();
   }
 
+  /**
+   * While the edge is failing, its backoff is over and nothing under way will tell (no attempt, no
+   * spare living out minHealthyLifetimeMs), opens one tunnel anyway: the probe that lets an edge
+   * no connection goes to rejoin (a full pool opens nothing; with --pool-size 0 the only attempt).
+   */
+  #probeIfFailing(): void {
+    // The one edge gets every connection anyway: their opens tell, and a probe would only cost a request.
+    if (!this.#edge.hasAlternatives) return;
+    if (this.#closed || this.#idle || this.#retryTimer !== undefined || this.#failuresInARow === 0) return;
+    if (this.#connecting.size > 0 || this.#ready.some((spare) => spare.healthyTimer !== undefined)) return;
+    this.#openSpare();
+  }
+
   #openSpare(): void {
-    const socket = openEdgeSocket(this.#config, { [POOLED_HEADER]: "1" });
+    const socket = openEdgeSocket(this.#config, { [POOLED_HEADER]: "1" }, { tunnelUrl: this.#edge.tunnelUrl });
     this.#connecting.add(socket);
     let why = "";
     /** The edge sent an HTTP answer to the upgrade (101 or a refusal): this attempt reached it. */
@@ -291,7 +381,10 @@ export class TunnelPool {
       }
       // An open alone does not reset the backoff: an edge that accepts and drops at once would
       // otherwise be retried every firstRetryMs forever, each attempt a Worker request.
-      const healthyTimer = setTimeout(() => this.#healthy(), this.#timings.minHealthyLifetimeMs);
+      const healthyTimer = setTimeout(() => {
+        if (spare) spare.healthyTimer = undefined;
+        this.#healthy("spares open");
+      }, this.#timings.minHealthyLifetimeMs);
       healthyTimer.unref();
       spare = {
         socket,
@@ -307,7 +400,7 @@ export class TunnelPool {
       // The round trip of an idle tunnel (v4): the one sample no DATA queues in front of, which
       // the windows of its streams then size to.
       pingIfDue(socket);
-      this.#log.debug(`warm pool: ${this.#ready.length} of ${this.#config.poolSize} spares ready`);
+      this.#log.debug(`${this.#name}: ${this.#ready.length} of ${this.#config.poolSize} spares ready`);
     };
     const onError = (error: Error) => {
       why ||= error.message;
@@ -361,7 +454,7 @@ export class TunnelPool {
   #renew(socket: WebSocket): void {
     if (!this.#idle && Date.now() - this.#lastTakeMs >= this.#timings.idleShrinkMs) {
       this.#idle = true;
-      this.#log.debug(`warm pool: no client for ${Math.round((Date.now() - this.#lastTakeMs) / 60_000)} min; spares lapse until the next connection`);
+      this.#log.debug(`${this.#name}: no client for ${Math.round((Date.now() - this.#lastTakeMs) / 60_000)} min; spares lapse until the next connection`);
     }
     this.#retire(socket, this.#idle ? "idle" : "renewed");
   }
@@ -379,29 +472,36 @@ export class TunnelPool {
     this.#fill();
   }
 
-  /** A spare has lived minHealthyLifetimeMs: the backoff starts over, and an outage is over. */
-  #healthy(): void {
+  /**
+   * A spare has lived minHealthyLifetimeMs, or the edge answered a connection's OPEN (`how` says
+   * which): the backoff starts over, and an outage is over.
+   */
+  #healthy(how: string): void {
     if (this.#failuresInARow === 0) return;
     // One line per outage, as the first failure was its one warning: the attempts in between were debug.
     const seconds = ((Date.now() - this.#failingSinceMs) / 1000).toFixed(1);
-    this.#log.info(`warm pool: spares open again after ${this.#failuresInARow} failed attempt${this.#failuresInARow === 1 ? "" : "s"} in ${seconds} s`);
+    const rejoins = this.#edge.hasAlternatives ? "; it takes new connections again" : "";
+    this.#log.info(`${this.#name}: ${how} again after ${this.#failuresInARow} failed attempt${this.#failuresInARow === 1 ? "" : "s"} in ${seconds} s${rejoins}`);
     this.#failuresInARow = 0;
   }
 
-  /** A spare could not be opened: wait, doubling the wait with each failure in a row up to the cap of its kind, then refill. */
-  #failed(cause: string, kind: FailureKind): void {
+  /** A tunnel could not be opened: wait, doubling the wait with each failure in a row up to the cap of its kind, then refill (or probe). */
+  #failed(cause: string, kind: FailureKind, what = "cannot open a spare tunnel"): void {
     // Spares that fail together (an edge down while several were opening) count as one failure.
     if (this.#closed || this.#retryTimer !== undefined) return;
     this.#failuresInARow++;
     if (this.#failuresInARow === 1) this.#failingSinceMs = Date.now();
     const capMs = kind === "answered" ? this.#timings.maxRetryMs : this.#timings.maxUnreachableRetryMs;
     const waitMs = Math.min(capMs, this.#timings.firstRetryMs * 2 ** (this.#failuresInARow - 1));
-    const message = `warm pool: cannot open a spare tunnel: ${cause}; retrying in ${waitMs >= 1000 ? `${(waitMs / 1000).toFixed(0)} s` : `${waitMs} ms`}`;
-    if (this.#failuresInARow === 1) this.#log.warn(message);
+    const message = `${this.#name}: ${what}: ${cause}; retrying in ${waitMs >= 1000 ? `${(waitMs / 1000).toFixed(0)} s` : `${waitMs} ms`}`;
+    if (this.#failuresInARow === 1) this.#log.warn(`${message}${this.#edge.hasAlternatives ? "; new connections go to the other edges meanwhile" : ""}`);
     else this.#log.debug(message);
+    this.#retryAtMs = Date.now() + waitMs;
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
+      this.#retryAtMs = undefined;
       this.#fill();
+      this.#probeIfFailing();
     }, waitMs);
     this.#retryTimer.unref();
   }

@@ -32,6 +32,13 @@ export class UploadQueue {
     return pieces;
   }
 
+  /** Puts `chunks` back in front of what is queued, in their order. */
+  unshift(chunks: readonly Uint8Array[]): void {
+    const kept = chunks.filter((chunk) => chunk.byteLength > 0);
+    this.#chunks = [...kept, ...this.#chunks];
+    this.#byteLength += kept.reduce((total, chunk) => total + chunk.byteLength, 0);
+  }
+
   /** Drops everything queued. */
   clear(): void {
     this.#chunks = [];

@@ -84,6 +84,11 @@ export class UploadSender {
     return this.#pending.byteLength;
   }
 
+  /** Client bytes that have left before OPENED (in the OPEN and EARLY frames): what a destination may have been sent. */
+  get sentBeforeOpenedBytes(): number {
+    return this.#sentBeforeOpened.reduce((total, piece) => total + piece.byteLength, 0);
+  }
+
   /** END has left: no more DATA follows it. */
   get hasSentEnd(): boolean {
     return this.#sentEnd;
@@ -225,6 +230,22 @@ export class UploadSender {
       : this.#pending.byteLength === 0 && this.#readsBeforeOpened && this.#sendableBytes() > 0;
     if (mayRead) this.#client.resume();
     else this.#client.pause();
+  }
+
+  /**
+   * Before the open is tried again on another tunnel, which the caller gives with useTunnel: what
+   * left before OPENED is pending again, ahead of the rest, with the early budget whole, and the
+   * next OPEN carries it from the start. Only before OPENED.
+   */
+  rewind(): void {
+    if (this.#credit) throw new Error("rewind after OPENED");
+    const sent = this.#sentBeforeOpened;
+    this.#sentBeforeOpened = [];
+    this.#pending.unshift(sent);
+    this.#uploadedBytes -= sent.reduce((total, piece) => total + piece.byteLength, 0);
+    this.#earlyBudgetBytes = MAX_EARLY_DATA_BYTES;
+    this.#isOpenSent = false;
+    this.#edge = undefined;
   }
 
   /**

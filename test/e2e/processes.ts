@@ -102,7 +102,7 @@ export async function startAgent(edgeUrl: string, token: string, extraArgs: stri
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout?.on("data", (chunk: Buffer) => {
       stdout += chunk.toString();
-      const match = /proxy on 127\.0\.0\.1:(\d+) -> edge /.exec(stdout);
+      const match = /proxy on 127\.0\.0\.1:(\d+) -> edges? /.exec(stdout);
       if (match) resolve(Number(match[1]));
     });
     child.once("exit", (code) => reject(new Error(`agent exited ${code}: ${stderr}`)));
