@@ -4,6 +4,7 @@ import { statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { argvProblem } from "./argv-errors.ts";
 import { parseConfigFile, type FileSettings } from "./config-file.ts";
+import { defaultConfigPath, existingDefaultConfig } from "./default-path.ts";
 import { ConfigError, LIMITS, LIMIT_NAMES, LOG_LEVELS, ON_CLOUDFLARE_MODES, distinctEdges, isLoopbackHost, parseEdgeUrl, parseLimit, parseListen, readText, type EdgeTarget, type Limits, type LogLevel, type OnCloudflareMode } from "./config-values.ts";
 import { BYPASS_MODES, RuleError, effectiveRules, parseRuleText, type BypassMode, type RouteRule } from "./routing.ts";
 import { parseUserFlag, readUsersFile, resolveUsers } from "./users-config.ts";
@@ -92,7 +93,9 @@ Options:
   --listen HOST:PORT         where to serve (default ${DEFAULT_LISTEN}); a host other than
                              loopback (0.0.0.0, [::], a LAN address) needs users
   --config PATH              read settings from a JSON file (docs/edgesocks.example.json);
-                             flags override its values; its relative paths are relative to it
+                             flags override its values; its relative paths are relative to it.
+                             With neither --config nor --edge: ~/.config/edgesocks/config.json
+                             ($XDG_CONFIG_HOME/edgesocks), if it exists (edgesocks deploy writes it)
   --user NAME:PASS           a user clients must authenticate as (SOCKS5 username/password,
                              HTTP Proxy-Authorization); repeatable. --user NAME alone reads the
                              password from EDGESOCKS_PASSWORD_NAME (upper-cased, other
@@ -185,10 +188,12 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
 
-  const file = values.config === undefined ? NO_FILE : parseConfigFile(readText(values.config, `--config ${values.config}`), values.config);
+  // The default file (what `edgesocks deploy` writes) only when the command line names no edge of its own.
+  const configPath = values.config ?? (values.edge === undefined ? existingDefaultConfig(env) : undefined);
+  const file = configPath === undefined ? NO_FILE : parseConfigFile(readText(configPath, `--config ${configPath}`), configPath);
   const edges = values.edge !== undefined ? distinctEdges(values.edge.map((text) => parseEdgeUrl(text)), "--edge") : file.edges;
   const edge = edges?.[0];
-  if (edges === undefined || edge === undefined) throw new ConfigError("--edge URL is required (for a local edge: --edge http://127.0.0.1:8787)");
+  if (edges === undefined || edge === undefined) throw new ConfigError(`--edge URL is required, or run \`edgesocks deploy\`, which deploys the Worker and writes ${defaultConfigPath(env)} (for a local edge: --edge http://127.0.0.1:8787)`);
   const listen = values.listen !== undefined ? parseListen(values.listen) : (file.listen ?? parseListen(DEFAULT_LISTEN));
   const logLevel = values["log-level"] !== undefined ? oneOf("--log-level", values["log-level"], LOG_LEVELS) : (file.logLevel ?? DEFAULTS.logLevel);
   const bypass = values.bypass !== undefined ? oneOf("--bypass", values.bypass, BYPASS_MODES) : (file.bypass ?? DEFAULTS.bypass);
@@ -223,7 +228,7 @@ export function parseAgentCommand(argv: string[], env: Record<string, string | u
     values["token-file"] !== undefined
       ? { path: values["token-file"], label: `--token-file ${values["token-file"]}` }
       : file.tokenFile !== undefined
-        ? { path: file.tokenFile, label: `${values.config}: tokenFile ${file.tokenFile}` }
+        ? { path: file.tokenFile, label: `${configPath}: tokenFile ${file.tokenFile}` }
         : undefined;
   const warnings: string[] = [];
   return {
