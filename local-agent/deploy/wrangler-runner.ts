@@ -6,10 +6,10 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants, realpathSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { PACKAGE_ROOT } from "../package-root.ts";
 
 /** The package's root: where wrangler.toml and worker/ are, in a clone and in the packed package alike. */
-export const PACKAGE_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export { PACKAGE_ROOT };
 /** A wrangler command still running after this long is stopped (a deploy uploads a few hundred KiB). */
 export const WRANGLER_TIMEOUT_MS = 5 * 60_000;
 /** What is kept of a command's output: its last bytes, where the result and the errors are. */

@@ -354,6 +354,15 @@ describe("the npm package", () => {
       expect(help.stdout).toContain("--edge URL");
     });
 
+    it("the installed deploy finds the package's own wrangler.toml and Worker (dist/ sits one folder deeper than the sources)", async () => {
+      // --dry-run runs nothing; the stand-in wrangler on PATH only has to be found.
+      const env = userEnv(`${join(repoRoot, "test", "e2e", "stand-in")}${delimiter}${pathWithNode(node)}`, { HOME: tempDir, XDG_CONFIG_HOME: join(tempDir, "xdg") });
+      const result = await run(installedBin, ["deploy", "--dry-run"], { cwd: tempDir, env, timeoutMs: 20_000 });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+      expect(result.stdout).toContain(` in ${realpathSync(installedPackage)}: whoami;`);
+    });
+
     it("npx edgesocks in a project that installed the package answers --version", async () => {
       const result = await run("npx", ["--no-install", "edgesocks", "--version"], { cwd: projectDir, env: userEnv(pathWithNode(node)), timeoutMs: 30_000 });
       expect(result).toEqual({ status: 0, stdout: `edgesocks ${EDGESOCKS_VERSION}\n`, stderr: "" });
