@@ -89,7 +89,7 @@ refuses exits with status 1; an edge that does not answer is a warning.
 Options:
   --edge URL                 the Worker: https://NAME.workers.dev, or http://127.0.0.1:8787 for
                              a local edge; ws:// and wss:// are accepted too (required, here or
-                             in --config)
+                             in --config); repeatable: several edges share the connections
   --listen HOST:PORT         where to serve (default ${DEFAULT_LISTEN}); a host other than
                              loopback (0.0.0.0, [::], a LAN address) needs users
   --config PATH              read settings from a JSON file (docs/edgesocks.example.json);
