@@ -51,14 +51,21 @@ export async function startEdge(vars: Record<string, string> = {}, root = repoRo
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${output}`);
+    // wrangler may exit and leave workerd or esbuild behind it: the whole group goes either way.
+    if (child.exitCode !== null) {
+      await stopChild(child, { tree: true });
+      throw new Error(`wrangler dev exited ${child.exitCode}:\n${output}`);
+    }
     try {
       const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
       if (response.ok) break;
     } catch {
       // not up yet
     }
-    if (Date.now() > deadline) throw new Error(`wrangler dev did not come up:\n${output}`);
+    if (Date.now() > deadline) {
+      await stopChild(child, { tree: true });
+      throw new Error(`wrangler dev did not come up:\n${output}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   return {
