@@ -21,7 +21,7 @@ Commands:
   run       run the proxy agent (the default when the first argument is an option)
   deploy    deploy the edgesocks Worker to your Cloudflare account
   doctor    check the configuration, the edge and the token, and say what is wrong
-  service   install or remove the agent as a service that starts with the machine
+  service   install or remove the agent as a service that starts at login
 
 \`edgesocks COMMAND --help\` shows a command's own options. The options of run:
 
