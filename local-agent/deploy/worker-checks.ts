@@ -3,7 +3,7 @@
 // a new version after `wrangler secret put`, takes a few seconds to answer everywhere, so the
 // checks are asked again until they pass or a deadline.
 
-import { checkToken, healthzUrl, type TokenCheck } from "../tunnel/edge-probe.ts";
+import { askHealthz, checkToken, healthzBody, type TokenCheck } from "../tunnel/edge-probe.ts";
 import { parseEdgeUrl } from "../config/config-values.ts";
 import { PROTOCOL_VERSION } from "../../worker/protocol/index.ts";
 import { EDGESOCKS_VERSION } from "../../worker/version.ts";
@@ -65,24 +65,12 @@ export function describeProbe(probe: WorkerProbe, edgeUrl: string): string {
 }
 
 async function checkHealth(tunnelUrl: string): Promise<HealthCheck> {
-  let response: Response;
-  try {
-    response = await fetch(healthzUrl(tunnelUrl), { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), redirect: "manual" });
-  } catch (error) {
-    const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
-    return { kind: "not-edgesocks", reason: `did not answer (${cause})` };
-  }
-  if (!response.ok) {
-    await response.body?.cancel();
-    return { kind: "not-edgesocks", reason: `answered HTTP ${response.status}` };
-  }
-  let body: { name?: unknown; version?: unknown; protocol?: unknown };
-  try {
-    body = (await response.json()) as typeof body;
-  } catch {
-    return { kind: "not-edgesocks", reason: "is not JSON" };
-  }
-  if (body?.name !== "edgesocks" || typeof body.protocol !== "number") return { kind: "not-edgesocks", reason: "does not name edgesocks" };
+  const answer = await askHealthz(tunnelUrl, REQUEST_TIMEOUT_MS);
+  if (answer.kind === "unreachable") return { kind: "not-edgesocks", reason: `did not answer (${answer.cause})` };
+  if (answer.status < 200 || answer.status > 299) return { kind: "not-edgesocks", reason: `answered HTTP ${answer.status}` };
+  const body = healthzBody(answer.body);
+  if (body === undefined) return { kind: "not-edgesocks", reason: "is not JSON" };
+  if (body.name !== "edgesocks" || typeof body.protocol !== "number") return { kind: "not-edgesocks", reason: "does not name edgesocks" };
   if (body.version !== EDGESOCKS_VERSION || body.protocol !== PROTOCOL_VERSION) return { kind: "other-release", version: String(body.version), protocol: body.protocol };
   return { kind: "this-release", protocol: body.protocol };
 }

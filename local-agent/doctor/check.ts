@@ -1,5 +1,7 @@
 // What every doctor check hands back, and the deadline each one runs under.
 
+import { errorText } from "../error-text.ts";
+
 /**
  * pass: works as this agent expects. warn: works, with a limit the user may accept (an older
  * edge, no fallback for Cloudflare-hosted sites, a clock a little off); it does not fail the
@@ -65,11 +67,6 @@ export async function withDeadline(name: string, timeoutMs: number, fix: string,
   }
 }
 
-/** An error's message in a few words: its cause's, when fetch wrapped it ("fetch failed"). */
-export function errorText(error: unknown): string {
-  if (error instanceof Error && error.cause instanceof Error) return error.cause.message;
-  return error instanceof Error ? error.message : String(error);
-}
 
 /** The code a Node socket or DNS error carries (ECONNREFUSED, ENOTFOUND, CERT_HAS_EXPIRED), if any. */
 export function errorCode(error: unknown): string | undefined {

@@ -2,10 +2,10 @@
 // failed is skipped with the reason, so the first failure in the table is the one to fix.
 
 import type { AgentConfig, EdgeTarget } from "../config/config.ts";
-import { healthzUrl } from "../tunnel/edge-probe.ts";
+import { askHealthz, healthzUrl } from "../tunnel/edge-probe.ts";
 import { AddressType, type Destination } from "../../worker/protocol/index.ts";
-import { CheckName, skip, type CheckResult } from "./check.ts";
-import { FALLBACK_DNS_NAME, askHealthz, checkDnsRow, checkTokenRow, clockVerdict, healthzVerdict } from "./edge-http-checks.ts";
+import { CHECK_TIMEOUT_MS, CheckName, skip, type CheckResult } from "./check.ts";
+import { FALLBACK_DNS_NAME, checkDnsRow, checkTokenRow, clockVerdict, healthzVerdict } from "./edge-http-checks.ts";
 import { checkName, checkTcp, checkTls, edgeAddress } from "./reach-checks.ts";
 import { checkCloudflareStream, checkTargetStream } from "./stream-checks.ts";
 
@@ -47,7 +47,7 @@ async function runChecks(edge: EdgeTarget, config: AgentConfig, targets: DoctorT
   results.push(tls);
   if (tls.status === "fail") return [...results, ...skipped(CheckName.Tls, "needs a TLS handshake with the edge")];
 
-  const answer = await askHealthz(edge.tunnelUrl);
+  const answer = await askHealthz(edge.tunnelUrl, CHECK_TIMEOUT_MS);
   const healthz = healthzVerdict(answer, healthzUrl(edge.tunnelUrl));
   results.push(healthz);
   // The clock compares the healthz answer's Date: it needs an answer, not an edgesocks one.

@@ -5,38 +5,17 @@
 // function of what came back, so the tests hold every message and fix to it.
 
 import { PROTOCOL_VERSION, PROTOCOL_VERSIONS } from "../../worker/protocol/index.ts";
-import { readAtMost } from "../../worker/dial/bounded-body.ts";
+import { errorText } from "../error-text.ts";
 import { DnsWireError, Rcode, RecordType, encodeAddressQuery, parseAddressAnswer } from "../../worker/dial/dns-wire.ts";
 import { DNS_QUERY_TIMEOUT_MS, dnsUrl, queryDnsOverEdge, type DnsOutcome } from "../tunnel/edge-dns.ts";
-import { checkToken, healthzUrl, type TokenCheck } from "../tunnel/edge-probe.ts";
-import { CHECK_TIMEOUT_MS, CheckName, errorText, fail, pass, skip, warn, withDeadline, type CheckResult } from "./check.ts";
+import { MAX_HEALTHZ_BODY_BYTES, checkToken, type HealthzAnswer, type TokenCheck } from "../tunnel/edge-probe.ts";
+import { CHECK_TIMEOUT_MS, CheckName, fail, pass, skip, warn, withDeadline, type CheckResult } from "./check.ts";
 
-/** What of /healthz's body is read: the edge's is a line of JSON; a stranger's may be a page. */
-const MAX_HEALTHZ_BODY_BYTES = 4 * 1024;
 /** Longest piece of a stranger's answer a detail quotes. */
 const MAX_QUOTED_CHARS = 60;
 
 const NOT_EDGESOCKS_FIX = "--edge must be the edgesocks Worker's URL (npm run deploy prints it)";
 const REDEPLOY = "redeploy the Worker (npm run deploy)";
-
-/** What GET /healthz gave: the answer (status, body, Date header, when it was asked and answered), or why none came. */
-export type HealthzAnswer =
-  | { kind: "answered"; status: number; body: Uint8Array | "too large"; date: string | null; sentAtMs: number; receivedAtMs: number }
-  | { kind: "unreachable"; cause: string };
-
-/** Asks the edge's GET /healthz; never throws. */
-export async function askHealthz(tunnelUrl: string, timeoutMs = CHECK_TIMEOUT_MS): Promise<HealthzAnswer> {
-  const sentAtMs = Date.now();
-  try {
-    const response = await fetch(healthzUrl(tunnelUrl), { redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
-    const receivedAtMs = Date.now();
-    const body = await readAtMost(response, MAX_HEALTHZ_BODY_BYTES);
-    return { kind: "answered", status: response.status, body, date: response.headers.get("Date"), sentAtMs, receivedAtMs };
-  } catch (error) {
-    const timedOut = error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
-    return { kind: "unreachable", cause: timedOut ? `no answer within ${timeoutMs} ms` : errorText(error) };
-  }
-}
 
 /** The healthz row: edgesocks at a protocol this agent speaks passes; an older one it still speaks warns. */
 export function healthzVerdict(answer: HealthzAnswer, url: string): CheckResult {

@@ -5,7 +5,8 @@
 import { lookup } from "node:dns/promises";
 import { connect as netConnect, isIP, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { CHECK_TIMEOUT_MS, CheckName, errorCode, errorText, fail, pass, skip, withDeadline, type CheckResult } from "./check.ts";
+import { errorText } from "../error-text.ts";
+import { CHECK_TIMEOUT_MS, CheckName, errorCode, fail, pass, skip, withDeadline, type CheckResult } from "./check.ts";
 
 /** Where an edge is, read from its tunnel URL (ws[s]://host[:port]/…/tunnel). */
 export type EdgeAddress = { host: string; port: number; tls: boolean };

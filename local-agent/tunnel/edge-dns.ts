@@ -4,6 +4,7 @@
 
 import { DNS_MESSAGE_TYPE, DNS_PATH, MAX_DNS_MESSAGE_BYTES, TUNNEL_PATH } from "../../worker/protocol/index.ts";
 import { readAtMost } from "../../worker/dial/bounded-body.ts";
+import { errorText } from "../error-text.ts";
 import { countWorkerRequest } from "../status/worker-requests.ts";
 
 /**
@@ -64,6 +65,5 @@ export async function queryDnsOverEdge(url: string, token: string, query: Uint8A
 function fetchFailure(error: unknown): { failure: string; kind: DnsFailureKind } {
   if (error instanceof Error && error.name === "TimeoutError") return { failure: `edge did not answer within ${DNS_QUERY_TIMEOUT_MS} ms`, kind: "timeout" };
   if (error instanceof Error && error.name === "AbortError") return { failure: "association closed", kind: "aborted" };
-  const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
-  return { failure: `edge unreachable: ${cause}`, kind: "unreachable" };
+  return { failure: `edge unreachable: ${errorText(error)}`, kind: "unreachable" };
 }

@@ -2,6 +2,8 @@
 // is reported once at start rather than as a failure on every connection, and GET /check, which
 // proves the token without opening anything (docs/protocol.md, "GET /check").
 
+import { fetchFailureText } from "../error-text.ts";
+import { readAtMost } from "../../worker/dial/bounded-body.ts";
 import { CHECK_PATH, PROTOCOL_VERSION, PROTOCOL_VERSIONS, TUNNEL_PATH } from "../../worker/protocol/index.ts";
 
 /** How long each check waits for the edge unless its caller says otherwise. */
@@ -10,6 +12,8 @@ export const PROBE_TIMEOUT_MS = 5_000;
 const MAX_REFUSAL_MESSAGE_CHARS = 200;
 /** What of a refusal's body is read for its message: the edge's are one line, a stranger's may be a page. */
 const MAX_REFUSAL_BODY_BYTES = 4 * 1024;
+/** What of /healthz's body is read: the edge's is a line of JSON; a stranger's may be a page. */
+export const MAX_HEALTHZ_BODY_BYTES = 4 * 1024;
 
 /** The URL of the edge's `path` for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/path). */
 function edgeUrl(tunnelUrl: string, path: string): string {
@@ -27,6 +31,35 @@ export function healthzUrl(tunnelUrl: string): string {
 /** The token-check URL for a tunnel URL (ws[s]://host/base/tunnel -> http[s]://host/base/check). */
 export function checkUrl(tunnelUrl: string): string {
   return edgeUrl(tunnelUrl, CHECK_PATH);
+}
+
+/** What GET /healthz gave: the answer (status, body, Date header, when it was asked and answered), or why none came. */
+export type HealthzAnswer =
+  | { kind: "answered"; status: number; body: Uint8Array | "too large"; date: string | null; sentAtMs: number; receivedAtMs: number }
+  | { kind: "unreachable"; cause: string };
+
+/** Asks the edge's GET /healthz, its body read to at most MAX_HEALTHZ_BODY_BYTES; never throws. */
+export async function askHealthz(tunnelUrl: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<HealthzAnswer> {
+  const sentAtMs = Date.now();
+  try {
+    const response = await fetch(healthzUrl(tunnelUrl), { redirect: "manual", signal: AbortSignal.timeout(timeoutMs) });
+    const receivedAtMs = Date.now();
+    const body = await readAtMost(response, MAX_HEALTHZ_BODY_BYTES);
+    return { kind: "answered", status: response.status, body, date: response.headers.get("Date"), sentAtMs, receivedAtMs };
+  } catch (error) {
+    return { kind: "unreachable", cause: fetchFailureText(error, timeoutMs) };
+  }
+}
+
+/** The JSON object a /healthz answer carries, or undefined when its body is not one. */
+export function healthzBody(body: Uint8Array | "too large"): { name?: unknown; version?: unknown; protocol?: unknown } | undefined {
+  if (body === "too large") return undefined;
+  try {
+    const parsed: unknown = JSON.parse(new TextDecoder().decode(body));
+    return parsed !== null && typeof parsed === "object" ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -53,7 +86,7 @@ export async function checkToken(tunnelUrl: string, token: string, { timeoutMs =
       redirect: "manual",
     });
   } catch (error) {
-    return { kind: "unreachable", cause: fetchFailure(error, timeoutMs) };
+    return { kind: "unreachable", cause: fetchFailureText(error, timeoutMs) };
   }
   if (response.status === 204) {
     await response.body?.cancel();
@@ -70,15 +103,15 @@ export async function checkToken(tunnelUrl: string, token: string, { timeoutMs =
 async function refusalMessage(response: Response, token: string): Promise<string> {
   try {
     // Whatever answers may echo the request: the token never leaves in a message.
-    const text = (await readAtMost(response, MAX_REFUSAL_BODY_BYTES)).replaceAll(token, "<token>");
+    const text = (await firstBytesText(response, MAX_REFUSAL_BODY_BYTES)).replaceAll(token, "<token>");
     return (text.split("\n", 1)[0] ?? "").trim().slice(0, MAX_REFUSAL_MESSAGE_CHARS);
   } catch {
     return "";
   }
 }
 
-/** The first `maxBytes` of a body as text; the rest is not read. */
-async function readAtMost(response: Response, maxBytes: number): Promise<string> {
+/** The first `maxBytes` of a body as text, cut there rather than refused (bounded-body.ts's readAtMost refuses): the rest is not read. */
+async function firstBytesText(response: Response, maxBytes: number): Promise<string> {
   const reader = response.body?.getReader();
   if (reader === undefined) return "";
   const chunks: Uint8Array[] = [];
@@ -93,29 +126,15 @@ async function readAtMost(response: Response, maxBytes: number): Promise<string>
   return Buffer.concat(chunks).subarray(0, maxBytes).toString("utf8");
 }
 
-/** Why a fetch got no answer, in a few words: the socket's error, or the timeout. */
-function fetchFailure(error: unknown, timeoutMs: number): string {
-  if (error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError")) return `no answer within ${timeoutMs} ms`;
-  return error instanceof Error && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
-}
-
 /** Resolves with a warning to print, or undefined when the edge answers as this agent expects. */
 export async function probeEdge(tunnelUrl: string, { timeoutMs = PROBE_TIMEOUT_MS }: { timeoutMs?: number } = {}): Promise<string | undefined> {
   const url = healthzUrl(tunnelUrl);
-  let response: Response;
-  try {
-    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
-  } catch (error) {
-    return `the edge is not answering ${url} (${fetchFailure(error, timeoutMs)}); connections will fail until it does`;
-  }
-  if (!response.ok) return `the edge answered ${url} with HTTP ${response.status}; is --edge the edgesocks Worker?`;
-  let body: unknown;
-  try {
-    body = await response.json();
-  } catch {
-    return `the edge's ${url} is not edgesocks JSON; is --edge the edgesocks Worker?`;
-  }
-  const protocol = (body as { protocol?: unknown }).protocol;
+  const answer = await askHealthz(tunnelUrl, timeoutMs);
+  if (answer.kind === "unreachable") return `the edge is not answering ${url} (${answer.cause}); connections will fail until it does`;
+  if (answer.status < 200 || answer.status > 299) return `the edge answered ${url} with HTTP ${answer.status}; is --edge the edgesocks Worker?`;
+  const body = healthzBody(answer.body);
+  if (body === undefined) return `the edge's ${url} is not edgesocks JSON; is --edge the edgesocks Worker?`;
+  const protocol = body.protocol;
   if (!(PROTOCOL_VERSIONS as readonly unknown[]).includes(protocol)) {
     return `the edge speaks protocol ${String(protocol)}, this agent ${PROTOCOL_VERSIONS.join(" and ")}: redeploy the Worker or update the agent`;
   }

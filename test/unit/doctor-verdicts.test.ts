@@ -2,7 +2,8 @@
 // answer from an edge makes of its row, status, detail and fix, without an edge.
 
 import { describe, expect, it } from "vitest";
-import { CLOCK_FAIL_MS, CLOCK_WARN_MS, clockVerdict, dnsVerdict, healthzVerdict, tokenVerdict, type HealthzAnswer } from "../../local-agent/doctor/edge-http-checks.ts";
+import { CLOCK_FAIL_MS, CLOCK_WARN_MS, clockVerdict, dnsVerdict, healthzVerdict, tokenVerdict } from "../../local-agent/doctor/edge-http-checks.ts";
+import type { HealthzAnswer } from "../../local-agent/tunnel/edge-probe.ts";
 import { dnsQueryName } from "../../local-agent/doctor/edge-checks.ts";
 import { edgeAddress } from "../../local-agent/doctor/reach-checks.ts";
 import { cloudflareVerdict, targetVerdict } from "../../local-agent/doctor/stream-checks.ts";
